@@ -1,0 +1,1 @@
+"""mmprune.datasets.transforms."""

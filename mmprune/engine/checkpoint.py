@@ -1,0 +1,67 @@
+"""Make mmengine 0.10 runner checkpoints loadable under torch >= 2.6.
+
+From torch 2.6, ``torch.load`` defaults to ``weights_only=True``: the
+unpickler refuses every global that is not on an allow-list. mmengine's
+runner checkpoints hold more than tensors: the MessageHub state
+(``HistoryBuffer`` objects with numpy arrays inside), numpy scalars in the
+runtime info and ``collections.Counter`` in MultiStepLR's state. So
+``--resume``, ``load_from`` and ``tools/test.py CKPT`` fail with an
+``UnpicklingError``.
+
+We do not switch the safety off (``weights_only=False`` would run arbitrary
+code from any file handed to us). We allow-list exactly the types mmengine
+writes, with ``torch.serialization.add_safe_globals``. A checkpoint that holds
+anything else still fails loudly, naming the refused global.
+"""
+from __future__ import annotations
+
+import collections
+import importlib
+from typing import List
+
+import numpy as np
+import torch
+
+
+def mmengine_checkpoint_types() -> List[object]:
+    """The globals found in mmengine 0.10 runner checkpoints, beyond tensors.
+
+    Found by unpickling real runner checkpoints (see the tests) and keeping
+    every global the weights-only unpickler refused.
+    """
+    from mmengine.logging import HistoryBuffer
+
+    # numpy 2 moved ``numpy.core`` to ``numpy._core``; pickles name the
+    # module of the numpy that wrote them, which is the one installed here.
+    multiarray = importlib.import_module(
+        'numpy._core.multiarray' if int(np.__version__.split('.')[0]) >= 2 else
+        'numpy.core.multiarray')
+    types = [
+        HistoryBuffer,
+        collections.Counter,
+        np.ndarray,
+        np.dtype,
+        multiarray._reconstruct,
+        multiarray.scalar,
+    ]
+    # numpy >= 1.25 pickles dtypes through their classes, e.g.
+    # numpy.dtypes.Float64DType.
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        types += [getattr(dtypes, n) for n in dir(dtypes)
+                  if n.endswith('DType')]
+    return types
+
+
+def allow_mmengine_checkpoints() -> bool:
+    """Allow-list mmengine's checkpoint types for ``torch.load``.
+
+    Returns ``False`` (and changes nothing) on a torch without
+    ``add_safe_globals``; such versions load with ``weights_only=False`` by
+    default and need no allow-list.
+    """
+    add = getattr(torch.serialization, 'add_safe_globals', None)
+    if add is None:
+        return False
+    add(mmengine_checkpoint_types())
+    return True
