@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PIN    := -c requirements/constraints.txt
 STAMP  := $(VENV)/.mmprune-installed
-DEMO_DATA := data/kitti_synth
-DEMO_WORK := work_dirs/demo
+DEMO_DATA   := data/kitti_synth
+DEMO_WORK   := work_dirs/demo
+DEMO_CONFIG := configs/demo/centernet_dla34_kitti_demo.py
 export MAX_JOBS ?= 2
 export OMP_NUM_THREADS ?= 2
 
@@ -27,7 +28,9 @@ $(STAMP): setup.py requirements/*.txt
 
 demo: $(STAMP)
 	$(PY) tools/misc/make_synthetic_kitti.py $(DEMO_DATA) --skip-existing
-	$(PY) tools/demo.py --data-root $(DEMO_DATA) --work-dir $(DEMO_WORK)
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK)
+	$(PY) tools/test.py $(DEMO_CONFIG) "$$(cat $(DEMO_WORK)/last_checkpoint)" \
+	    --work-dir $(DEMO_WORK)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -17,10 +17,30 @@ from __future__ import annotations
 
 import collections
 import importlib
+import pickle
 from typing import List
 
 import numpy as np
 import torch
+
+
+def _history_buffer_getattr(obj, name):
+    """``getattr`` limited to the statistic methods of ``HistoryBuffer``.
+
+    A HistoryBuffer pickles its statistic methods (``min``, ``max``,
+    ``mean``, ``current``) as ``getattr(HistoryBuffer, 'min')``. Allow-listing
+    the builtin ``getattr`` would let a file reach any attribute of any
+    allowed object, so the unpickler gets this narrow stand-in instead.
+    """
+    from mmengine.logging import HistoryBuffer
+    allowed = {'min', 'max', 'current', 'mean'}
+    allowed.update(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and isinstance(name, str) and name in allowed \
+            and callable(getattr(HistoryBuffer, name, None)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); mmprune allows '
+        'getattr only for HistoryBuffer statistic methods')
 
 
 def mmengine_checkpoint_types() -> List[object]:
@@ -38,6 +58,7 @@ def mmengine_checkpoint_types() -> List[object]:
         'numpy.core.multiarray')
     types = [
         HistoryBuffer,
+        (_history_buffer_getattr, 'builtins.getattr'),
         collections.Counter,
         np.ndarray,
         np.dtype,

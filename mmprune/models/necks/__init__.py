@@ -1,0 +1,4 @@
+"""Necks registered in mmdet's MODELS registry."""
+from .dla_up import DLAUpNeck
+
+__all__ = ['DLAUpNeck']
