@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mmprune.datasets import make_synthetic_kitti
-from mmprune.engine.runner.cli import test_main, train_main
+from mmprune.engine.runner import cli
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(ROOT, 'configs', 'demo', 'centernet_dla34_kitti_demo.py')
@@ -45,7 +45,7 @@ def kitti_root(tmp_path_factory):
 @pytest.mark.slow
 def test_train_test_then_resume(kitti_root, tmp_path):
     work = str(tmp_path / 'work')
-    runner = train_main([DEMO, '--work-dir', work] +
+    runner = cli.train_main([DEMO, '--work-dir', work] +
                         _options(kitti_root, 1))
     assert runner.iter == 2 and runner.epoch == 1
     ckpt = osp.join(work, 'epoch_1.pth')
@@ -57,7 +57,7 @@ def test_train_test_then_resume(kitti_root, tmp_path):
     assert state['meta']['epoch'] == 1 and state['meta']['iter'] == 2
     assert 'message_hub' in state and 'param_schedulers' in state
 
-    metrics = test_main([DEMO, ckpt, '--work-dir', str(tmp_path / 'test')] +
+    metrics = cli.test_main([DEMO, ckpt, '--work-dir', str(tmp_path / 'test')] +
                         _options(kitti_root, 1))
     for cls in ('Car', 'Pedestrian', 'Cyclist', 'Overall'):
         for diff in ('easy', 'moderate', 'hard'):
@@ -66,7 +66,7 @@ def test_train_test_then_resume(kitti_root, tmp_path):
 
     # Resume from the epoch-1 checkpoint and train one more epoch: the
     # counters, optimizer state and schedule continue instead of restarting.
-    resumed = train_main([DEMO, '--work-dir', work, '--resume', ckpt] +
+    resumed = cli.train_main([DEMO, '--work-dir', work, '--resume', ckpt] +
                          _options(kitti_root, 2))
     assert resumed.epoch == 2 and resumed.iter == 4
     assert osp.isfile(osp.join(work, 'epoch_2.pth'))
@@ -74,7 +74,7 @@ def test_train_test_then_resume(kitti_root, tmp_path):
     assert int(next(iter(adam.values()))['step']) == 4
 
     # `--resume` with no path picks the latest checkpoint in the work dir.
-    again = train_main([DEMO, '--work-dir', work, '--resume'] +
+    again = cli.train_main([DEMO, '--work-dir', work, '--resume'] +
                        _options(kitti_root, 3))
     assert again.epoch == 3 and again.iter == 6
 

@@ -1,1 +1,4 @@
-"""mmprune.engine.hooks."""
+"""Registered MMEngine hooks."""
+from .in_train_pruning_hook import MASKS_ATTR, InTrainPruningHook
+
+__all__ = ['InTrainPruningHook', 'MASKS_ATTR']

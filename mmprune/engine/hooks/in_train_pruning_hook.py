@@ -1,0 +1,351 @@
+"""InTrainPruningHook: finds channel groups, installs masks, runs the schedule.
+
+The hook is thin: group discovery, masks, cost and projection live in
+:mod:`mmprune.core`; the prune loss and the mask optimizer live in
+:class:`~mmprune.engine.optimizers.PruneOptimWrapper`. The hook decides
+*when*: masks are off (all ones) before ``prune_start``, train every
+iteration inside ``[prune_start, prune_end)``, and freeze at ``prune_end``,
+where the binary masks are projected onto the target (METHOD.md section 4).
+
+Order inside mmengine 0.10's ``Runner.train``: the optim wrapper is built,
+then ``before_run`` (we trace and install the masks and hand them to the
+wrapper), then the checkpoint is loaded or resumed (the masks, being a
+submodule of the model, and the mask optimizer state come back with it),
+then the loop runs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmdet.registry import HOOKS
+
+from mmprune.core import (HW_LOSS_FORMS, CostModel, discover_groups,
+                          install_masks, project_to_target)
+
+#: Attribute under which the MaskSet is registered in the detector, so the
+#: masks are saved and loaded with the model's state dict.
+MASKS_ATTR = 'prune_masks'
+
+
+def _unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class InTrainPruningHook(Hook):
+    """Prune a detector's channels during training to a MACs target.
+
+    Needs ``optim_wrapper.type='PruneOptimWrapper'`` (or
+    ``'PruneAmpOptimWrapper'``).
+
+    Args:
+        psi_target: target fraction of the dense model's MACs, in (0, 1].
+        b: weight of ``L_HW`` in the prune loss (seed: 10; 50 for extreme
+            targets), or ``'auto'``: chosen at ``prune_start`` so that a mask
+            at 1.0 driven by ``L_HW`` alone crosses the threshold after half
+            of the window, whatever the window's length (see README).
+        prune_start: first epoch / iteration (0-based) in which masks train.
+        prune_end: epoch / iteration at which masks freeze. ``None``: the end
+            of training (masks freeze after the last iteration).
+        by_epoch: whether ``prune_start`` / ``prune_end`` count epochs.
+        threshold: binarisation threshold of the masks.
+        mask_init: initial value of every mask.
+        min_channels: channels every group keeps (int, or ratio in (0, 1]).
+        skip: module-name patterns (globs) never pruned.
+        loss_form: ``'hinge'``, ``'abs'`` or ``'square'`` (METHOD.md 3b).
+        enforce_target_at_freeze: project the binary masks onto
+            ``[psi_target - tolerance, psi_target]`` when they freeze.
+        tolerance: the accepted shortfall below the target.
+        cost: ``'macs'`` (default) or ``'params'``.
+        input_shape: ``(H, W)`` at which MACs are counted; ``None``: the
+            padded shape of the first training batch.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def __init__(self,
+                 psi_target: float,
+                 b: Union[float, str] = 10.0,
+                 prune_start: int = 0,
+                 prune_end: Optional[int] = None,
+                 by_epoch: bool = True,
+                 threshold: float = 0.5,
+                 mask_init: float = 1.0,
+                 min_channels: Union[int, float] = 1,
+                 skip: Sequence[str] = (),
+                 loss_form: str = 'square',
+                 enforce_target_at_freeze: bool = True,
+                 tolerance: float = 0.02,
+                 cost: str = 'macs',
+                 input_shape: Optional[Sequence[int]] = None) -> None:
+        key = 'custom_hooks.InTrainPruningHook'
+        if not 0.0 < float(psi_target) <= 1.0:
+            raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
+                             f'{psi_target!r}')
+        if b != 'auto' and (isinstance(b, str) or float(b) < 0):
+            raise ValueError(f"{key}.b must be a number >= 0 or 'auto', got "
+                             f'{b!r}')
+        if prune_start < 0 or (prune_end is not None
+                               and prune_end <= prune_start):
+            raise ValueError(f'{key}: need 0 <= prune_start < prune_end, got '
+                             f'prune_start={prune_start}, '
+                             f'prune_end={prune_end}')
+        if loss_form not in HW_LOSS_FORMS:
+            raise ValueError(f'{key}.loss_form must be one of {HW_LOSS_FORMS}'
+                             f', got {loss_form!r}')
+        if input_shape is not None and len(input_shape) != 2:
+            raise ValueError(f'{key}.input_shape must be (H, W), got '
+                             f'{input_shape!r}')
+        self.psi_target = float(psi_target)
+        self.b = b
+        self.prune_start = int(prune_start)
+        self.prune_end = prune_end
+        self.by_epoch = by_epoch
+        self.threshold = threshold
+        self.mask_init = mask_init
+        self.min_channels = min_channels
+        self.skip = list(skip)
+        self.loss_form = loss_form
+        self.enforce = enforce_target_at_freeze
+        self.tolerance = tolerance
+        self.cost = cost
+        self.input_shape = input_shape
+        self.maskset = None
+        self.cost_model = None
+        self.plan = None
+        self.b_value: Optional[float] = None if b == 'auto' else float(b)
+        self.started = False
+        self.freeze_report = None
+
+    # -- set-up --------------------------------------------------------------
+    def _example_batch(self, runner, mode: str):
+        loader = runner.train_dataloader if mode == 'train' else (
+            runner.test_dataloader if mode == 'test' else
+            runner.val_dataloader)
+        batch = next(iter(loader))
+        model = _unwrap(runner.model)
+        data = model.data_preprocessor(batch, False)
+        inputs, samples = data['inputs'], data['data_samples']
+        if self.input_shape is not None:
+            h, w = self.input_shape
+            inputs = inputs.new_zeros(1, inputs.shape[1], h, w)
+            for s in samples[:1]:
+                s.set_metainfo(dict(img_shape=(h, w), pad_shape=(h, w),
+                                    batch_input_shape=(h, w)))
+        return inputs[:1], samples[:1]
+
+    def _setup(self, runner, mode: str) -> None:
+        model = _unwrap(runner.model)
+        if hasattr(model, MASKS_ATTR):
+            raise RuntimeError(f'{type(model).__name__} already has '
+                               f'"{MASKS_ATTR}"; is InTrainPruningHook listed'
+                               ' twice in custom_hooks?')
+        inputs, samples = self._example_batch(runner, mode)
+        self.plan = discover_groups(
+            model, (inputs, samples),
+            forward_fn=lambda m, x: m._forward(x[0], x[1]),
+            skip=self.skip)
+        self.cost_model = CostModel(self.plan, cost=self.cost)
+        self.maskset = install_masks(model, self.plan, self.mask_init,
+                                     self.threshold, self.min_channels)
+        # Off until the window opens: the detector computes its dense
+        # function (METHOD.md 4: masks are fixed at 1 before prune_start).
+        self.maskset.remove()
+        self.maskset.to(inputs.device)
+        model.add_module(MASKS_ATTR, self.maskset)
+
+    def before_run(self, runner) -> None:
+        """Trace the detector, install masks, hand them to the wrapper."""
+        mode = 'train' if self._is_training(runner) else 'test'
+        self._setup(runner, mode)
+        if mode == 'train':
+            wrapper = runner.optim_wrapper
+            if not hasattr(wrapper, 'attach_pruning'):
+                raise TypeError(
+                    'InTrainPruningHook needs optim_wrapper.type='
+                    "'PruneOptimWrapper' (or 'PruneAmpOptimWrapper' for AMP);"
+                    f' got {type(wrapper).__name__}')
+            wrapper.attach_pruning(self.maskset, self.cost_model,
+                                   self.psi_target, self.b_value or 0.0,
+                                   self.loss_form)
+
+    @staticmethod
+    def _is_training(runner) -> bool:
+        # Runner.train() builds the train loop before before_run; test() and
+        # val() leave it as a config dict (or None).
+        from mmengine.runner import BaseLoop
+        return isinstance(runner._train_loop, BaseLoop)
+
+    def before_train(self, runner) -> None:
+        """Log the one-table summary of what will be pruned."""
+        runner.logger.info(self.summary())
+
+    def summary(self) -> str:
+        """Groups found, prunable MACs share, and what is kept and why."""
+        plan, cm = self.plan, self.cost_model
+        ones = cm.ones()
+        dense = float(cm.dense)
+        zeros = {g: torch.zeros_like(v) for g, v in ones.items()}
+        fixed = float(cm.total(zeros))
+        chans = sum(g.size for g in plan.groups.values())
+        lines = [
+            'InTrainPruningHook: ' + f'{len(plan.groups)} prunable channel '
+            f'groups, {chans} channels; {len(plan.layers)} layers traced at '
+            f'input {plan.input_shapes[0] if plan.input_shapes else "?"}',
+            f'  dense cost: {dense / 1e9:.3f} G{self.cost.upper()}; '
+            f'prunable share: {100 * (1 - fixed / dense):.1f} %; '
+            f'target psi={self.psi_target}, b={self.b}, '
+            f'window=[{self.prune_start}, {self.prune_end}) '
+            f'{"epochs" if self.by_epoch else "iters"}, '
+            f'loss={self.loss_form}',
+        ]
+        for name, why in plan.kept:
+            lines.append(f'  kept   {name}: {why}')
+        for where, why in plan.unsupported:
+            lines.append(f'  unsupported {where}: {why}')
+        return '\n'.join(lines)
+
+    # -- schedule ------------------------------------------------------------
+    def _progress(self, runner) -> int:
+        return runner.epoch if self.by_epoch else runner.iter
+
+    def _end(self, runner) -> int:
+        if self.prune_end is not None:
+            return self.prune_end
+        return runner.max_epochs if self.by_epoch else runner.max_iters
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        """Open, keep or close the window before each iteration."""
+        step = self._progress(runner)
+        wrapper = runner.optim_wrapper
+        if self.maskset.frozen:
+            wrapper.prune_active = False
+            return
+        if step >= self._end(runner):
+            self._freeze(runner)
+            wrapper.prune_active = False
+            return
+        if step >= self.prune_start:
+            if not self.started:
+                self._start(runner)
+            wrapper.prune_active = True
+        else:
+            wrapper.prune_active = False
+
+    def _start(self, runner) -> None:
+        self.started = True
+        if not self.maskset._handles:
+            self.maskset.attach(_unwrap(runner.model))
+        if self.b_value is None:
+            self.b_value = self._auto_b(runner)
+        runner.optim_wrapper.b = self.b_value
+        runner.logger.info(f'InTrainPruningHook: masks train from '
+                           f'{"epoch" if self.by_epoch else "iter"} '
+                           f'{self._progress(runner)} with b={self.b_value:g}')
+
+    def _window_iters(self, runner) -> int:
+        n = self._end(runner) - self.prune_start
+        if self.by_epoch:
+            n *= len(runner.train_dataloader)
+        return max(int(n), 1)
+
+    def _auto_b(self, runner) -> float:
+        """b such that L_HW alone moves an average mask from 1 to threshold
+        in half the window: ``b = (1 - thr) / (lr * g * dL/dpsi * N / 2)``.
+
+        ``g`` is the mean |d psi / d B| over channels at the dense model and
+        ``dL/dpsi`` the loss form's slope at psi = 1.
+        """
+        ones = {k: v.clone().requires_grad_(True)
+                for k, v in self.cost_model.ones().items()}
+        psi = self.cost_model.psi(ones)
+        grads = torch.autograd.grad(psi, list(ones.values()))
+        g = torch.cat([x.abs().flatten() for x in grads]).mean().item()
+        slope = {'hinge': 1.0, 'abs': 1.0,
+                 'square': 2.0 * (1.0 - self.psi_target)}[self.loss_form]
+        lr = runner.optim_wrapper.mask_optimizer.param_groups[0]['lr']
+        n = self._window_iters(runner)
+        if g <= 0 or slope <= 0:
+            raise ValueError("b='auto': psi does not depend on any mask "
+                             '(nothing prunable) or psi_target is 1.0')
+        return (1.0 - self.threshold) / (lr * g * slope * 0.5 * n)
+
+    def _freeze(self, runner) -> None:
+        if not self.maskset._handles:
+            self.maskset.attach(_unwrap(runner.model))
+        if self.enforce:
+            rep = project_to_target(self.maskset, self.cost_model,
+                                    self.psi_target, self.tolerance)
+            self.freeze_report = rep
+            runner.logger.info(
+                f'InTrainPruningHook: masks frozen; psi {rep.psi_before:.4f}'
+                f' -> {rep.psi_after:.4f} (target {self.psi_target}, '
+                f'dropped {rep.dropped}, restored {rep.restored} channels'
+                f'{"" if rep.reached else "; TARGET NOT REACHED"})')
+        else:
+            self.maskset.freeze()
+            psi = self.current_psi()
+            runner.logger.info(f'InTrainPruningHook: masks frozen at psi '
+                               f'{psi:.4f} (no projection)')
+
+    def current_psi(self) -> float:
+        """psi of the current binary masks (1.0 while masks are off)."""
+        if not self.maskset._handles:
+            return 1.0
+        with torch.no_grad():
+            return float(self.cost_model.psi(self.maskset.binaries()))
+
+    def pruned_channels(self) -> int:
+        """Channels whose binary mask is 0 (0 while masks are off)."""
+        if not self.maskset._handles:
+            return 0
+        with torch.no_grad():
+            return int(sum((b == 0).sum() for b in
+                           self.maskset.binaries().values()))
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        """Write psi, loss_hw and the pruned channel count to the hub."""
+        hub = runner.message_hub
+        psi = self.current_psi()
+        wrapper = runner.optim_wrapper
+        loss_hw = wrapper.last_loss_hw if wrapper.prune_active else 0.0
+        hub.update_scalar('train/psi', psi)
+        hub.update_scalar('train/loss_hw', loss_hw)
+        hub.update_scalar('train/pruned_channels', self.pruned_channels())
+
+    def after_train(self, runner) -> None:
+        """Freeze at the end of training when the window reaches it."""
+        if not self.maskset.frozen and self.started and \
+                self._progress(runner) >= self._end(runner):
+            self._freeze(runner)
+
+    # -- checkpoints ---------------------------------------------------------
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Store the schedule state and the final psi in ``meta``."""
+        checkpoint.setdefault('meta', {})['prune'] = dict(
+            psi=self.current_psi(), psi_target=self.psi_target,
+            started=self.started, frozen=bool(self.maskset.frozen),
+            b=self.b_value, pruned_channels=self.pruned_channels())
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Restore the schedule state; re-attach masks that were running."""
+        meta = checkpoint.get('meta', {}).get('prune')
+        if meta is None:
+            return
+        self.started = bool(meta.get('started', False))
+        if meta.get('b') is not None:
+            self.b_value = float(meta['b'])
+            if hasattr(runner.optim_wrapper, 'b'):
+                runner.optim_wrapper.b = self.b_value
+        if (self.started or self.maskset.frozen) and not self.maskset._handles:
+            self.maskset.attach(_unwrap(runner.model))
+        if is_main_process():
+            runner.logger.info(
+                f'InTrainPruningHook: restored masks (started={self.started}'
+                f', frozen={self.maskset.frozen}, psi={self.current_psi():.4f})')

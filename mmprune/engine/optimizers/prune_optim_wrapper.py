@@ -1,0 +1,184 @@
+"""PruneOptimWrapper: the detector's optimizer plus the masks' own SGD.
+
+Why an optimizer wrapper: mmengine builds the model, wraps it in DDP and
+builds the optim wrapper *before* any hook runs, so masks that
+`InTrainPruningHook` installs later are in neither DDP's gradient sync nor the
+detector's optimizer. The wrapper is the one object every train step passes
+its loss through (``optim_wrapper.update_params(loss)``), so it is where the
+prune loss is added, the mask gradients are all-reduced and the masks get
+their own optimizer, whatever detector or train loop is in use.
+
+The loss it minimises (METHOD.md section 3d):
+``L_prune = L_task + b * L_HW(psi)``, with ``L_HW`` in one of the forms of
+:func:`mmprune.core.hw_loss`. The weights keep the detector's optimizer on
+``L_task`` (+ its own weight decay); the masks get ``SGD(lr=0.01,
+weight_decay=mask_weight_decay)`` (the mask decay is the seed's ``L_reg`` on
+masks).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.registry import OPTIMIZERS
+from mmdet.registry import OPTIM_WRAPPERS
+
+from mmprune.core import CostModel, MaskSet, hw_loss
+
+
+class _PruneMixin:
+    """Mask optimizer, prune loss and mask-gradient sync for an OptimWrapper."""
+
+    def _init_prune(self, mask_optimizer: Optional[dict],
+                    mask_weight_decay: float) -> None:
+        if mask_optimizer is None:
+            mask_optimizer = dict(type='SGD', lr=0.01, momentum=0.0)
+        if not isinstance(mask_optimizer, dict) or 'type' not in \
+                mask_optimizer:
+            raise TypeError(
+                'optim_wrapper.mask_optimizer must be a dict with a "type", '
+                f'e.g. dict(type="SGD", lr=0.01); got {mask_optimizer!r}')
+        if mask_weight_decay < 0:
+            raise ValueError('optim_wrapper.mask_weight_decay must be >= 0, '
+                             f'got {mask_weight_decay}')
+        self.mask_optimizer_cfg = dict(mask_optimizer)
+        self.mask_weight_decay = float(mask_weight_decay)
+        self.mask_optimizer: Optional[torch.optim.Optimizer] = None
+        self.maskset: Optional[MaskSet] = None
+        self.cost_model: Optional[CostModel] = None
+        self.prune_active = False
+        self.b = 0.0
+        self.psi_target = 1.0
+        self.loss_form = 'hinge'
+        self.last_psi = 1.0
+        self.last_loss_hw = 0.0
+        self._pending_mask_state: Optional[dict] = None
+
+    # -- set up by InTrainPruningHook ---------------------------------------
+    def attach_pruning(self, maskset: MaskSet, cost_model: CostModel,
+                       psi_target: float, b: float, loss_form: str) -> None:
+        """Take the masks and cost model; build the mask optimizer.
+
+        Called by `InTrainPruningHook.before_run`, before a resume loads the
+        optimizer state, so the mask optimizer's state is restored too.
+        """
+        self.maskset = maskset
+        self.cost_model = cost_model
+        self.psi_target = float(psi_target)
+        self.b = float(b)
+        self.loss_form = loss_form
+        cfg = dict(self.mask_optimizer_cfg)
+        cfg.setdefault('weight_decay', self.mask_weight_decay)
+        cfg['params'] = list(maskset.parameters())
+        self.mask_optimizer = OPTIMIZERS.build(cfg)
+        if self._pending_mask_state is not None:
+            self.mask_optimizer.load_state_dict(self._pending_mask_state)
+            self._pending_mask_state = None
+
+    def prune_terms(self, with_grad: bool) -> Dict[str, torch.Tensor]:
+        """``psi`` and ``b * L_HW`` at the current binary masks (scalars)."""
+        with torch.set_grad_enabled(with_grad):
+            psi = self.cost_model.psi(self.maskset.binaries())
+            loss_hw = hw_loss(psi, self.psi_target, self.loss_form)
+        self.last_psi = float(psi.detach())
+        self.last_loss_hw = float(loss_hw.detach())
+        return dict(psi=psi, loss_hw=loss_hw)
+
+    def update_params(self, loss: torch.Tensor, step_kwargs=None,
+                      zero_kwargs=None) -> None:
+        """Backward ``loss (+ b * L_HW)``, then step weights and masks."""
+        if self.maskset is not None:
+            terms = self.prune_terms(with_grad=self.prune_active)
+            if self.prune_active:
+                loss = loss + self.b * terms['loss_hw']
+        super().update_params(loss, step_kwargs, zero_kwargs)
+
+    def _sync_mask_grads(self) -> None:
+        # Masks joined the model after DDP wrapped it: average their
+        # gradients here, as DDP does for the weights.
+        if not (dist.is_available() and dist.is_initialized()) or \
+                dist.get_world_size() < 2:
+            return
+        world = dist.get_world_size()
+        for p in self.maskset.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(world)
+
+    def _step_masks(self) -> None:
+        if self.mask_optimizer is None:
+            return
+        if self.prune_active:
+            self._sync_mask_grads()
+            self._mask_step()
+        # Outside the window the task loss still reaches the masks through
+        # the estimator; drop it so they stay exactly where they are.
+        self.mask_optimizer.zero_grad()
+
+    def _mask_step(self) -> None:
+        self.mask_optimizer.step()
+
+    def step(self, **kwargs) -> None:
+        """Step the masks (inside the window), then the detector's weights."""
+        self._step_masks()
+        super().step(**kwargs)
+
+    def state_dict(self) -> dict:
+        """The wrapped optimizer's state plus ``mask_optimizer``."""
+        state = super().state_dict()
+        if self.mask_optimizer is not None:
+            state['mask_optimizer'] = self.mask_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore both optimizers (the masks' one when it exists)."""
+        state_dict = dict(state_dict)
+        mask_state = state_dict.pop('mask_optimizer', None)
+        super().load_state_dict(state_dict)
+        if mask_state is not None:
+            if self.mask_optimizer is None:
+                self._pending_mask_state = mask_state
+            else:
+                self.mask_optimizer.load_state_dict(mask_state)
+
+
+@OPTIM_WRAPPERS.register_module()
+class PruneOptimWrapper(_PruneMixin, OptimWrapper):
+    """`OptimWrapper` that also trains channel masks against a MACs target.
+
+    Use it in place of the config's ``optim_wrapper.type``; every other key
+    stays. ``InTrainPruningHook`` hands it the masks and decides when they
+    train.
+
+    Args:
+        mask_optimizer: optimizer config for the masks
+            (default ``dict(type='SGD', lr=0.01, momentum=0.0)``, the seed's).
+        mask_weight_decay: weight decay on the masks (the seed's mask
+            regulariser), default 5e-4.
+        **kwargs: ``OptimWrapper`` arguments (``optimizer``, ``clip_grad``,
+            ``accumulative_counts``).
+    """
+
+    def __init__(self, *args, mask_optimizer: Optional[dict] = None,
+                 mask_weight_decay: float = 5e-4, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_prune(mask_optimizer, mask_weight_decay)
+
+
+@OPTIM_WRAPPERS.register_module()
+class PruneAmpOptimWrapper(_PruneMixin, AmpOptimWrapper):
+    """`AmpOptimWrapper` with masks (use for ``--amp`` or AMP configs).
+
+    The mask gradients come out of the same scaled backward; the loss scaler
+    unscales them and skips their step on inf/nan, as for the weights.
+    """
+
+    def __init__(self, *args, mask_optimizer: Optional[dict] = None,
+                 mask_weight_decay: float = 5e-4, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_prune(mask_optimizer, mask_weight_decay)
+
+    def _mask_step(self) -> None:
+        self.loss_scaler.step(self.mask_optimizer)

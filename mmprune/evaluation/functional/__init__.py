@@ -1,0 +1,14 @@
+"""Registry-free KITTI evaluation math (numpy only)."""
+from .kitti_eval import (
+    DIFFICULTIES,
+    KITTI_IOU_THRESHOLDS,
+    kitti_eval_2d,
+    kitti_result_lines,
+    resolve_iou_thresholds,
+    write_kitti_result_file,
+)
+
+__all__ = [
+    'DIFFICULTIES', 'KITTI_IOU_THRESHOLDS', 'kitti_eval_2d',
+    'kitti_result_lines', 'resolve_iou_thresholds', 'write_kitti_result_file'
+]

@@ -1,0 +1,122 @@
+"""Shared test helpers: a tiny COCO dataset and mmdet's shipped configs, shrunk.
+
+The drop-in tests take configs exactly as mmdet ships them (inside the wheel,
+``mmdet/.mim/configs``), add mmprune's pruning snippet and train a few
+iterations on a generated dataset. Only what the machine needs changes:
+data, input size, batch size and schedule; the model, the optimizer and the
+detector's own hooks stay as shipped.
+"""
+import json
+import os
+import os.path as osp
+
+import cv2
+import mmdet
+import numpy as np
+from mmengine.config import Config
+
+MMDET_CONFIGS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+#: name -> config file, as shipped by mmdet 3.3 (and ours for DLA-34).
+DETECTORS = {
+    'retinanet_r50_fpn': 'retinanet/retinanet_r50_fpn_1x_coco.py',
+    'faster_rcnn_r50_fpn': 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+    'fcos_r50': 'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
+    'yolox_s': 'yolox/yolox_s_8xb8-300e_coco.py',
+    'centernet_r18_dcnv2': 'centernet/centernet_r18-dcnv2_8xb16-crop512-140e_coco.py',
+    'centernet_dla34': osp.join(ROOT, 'configs', 'centernet_dla34_kitti.py'),
+}
+
+
+def make_tiny_coco(root, num_images=4, size=64, classes=('car', 'person'),
+                   seed=0):
+    """Write a COCO-format dataset of coloured boxes; returns the ann file.
+
+    Images are ``size`` x ``size`` PNGs under ``root/images``; each holds 1-3
+    filled rectangles, one annotation each.
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(root, 'images'), exist_ok=True)
+    images, anns = [], []
+    for i in range(num_images):
+        img = (rng.random((size, size, 3)) * 60).astype(np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            w, h = rng.integers(size // 5, size // 2, 2)
+            x, y = rng.integers(0, size - w), rng.integers(0, size - h)
+            colour = [int(c) for c in rng.integers(120, 255, 3)]
+            cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + h)),
+                          colour, -1)
+            anns.append(dict(id=len(anns) + 1, image_id=i + 1,
+                             category_id=int(rng.integers(1, 3)),
+                             bbox=[float(x), float(y), float(w), float(h)],
+                             area=float(w * h), iscrowd=0))
+        name = f'{i:04d}.png'
+        cv2.imwrite(osp.join(root, 'images', name), img)
+        images.append(dict(id=i + 1, file_name=name, width=size,
+                           height=size))
+    cats = [dict(id=i + 1, name=n) for i, n in enumerate(classes)]
+    ann_file = osp.join(root, 'ann.json')
+    with open(ann_file, 'w') as f:
+        json.dump(dict(images=images, annotations=anns, categories=cats), f)
+    return ann_file
+
+
+def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
+    """mmdet's shipped config ``name``, with tiny data and an iter schedule."""
+    path = DETECTORS[name]
+    if not osp.isabs(path):
+        path = osp.join(MMDET_CONFIGS, path)
+    cfg = Config.fromfile(path)
+    classes = ('car', 'person')
+    model = cfg.model
+    # Heads are built for the tiny dataset's classes; nothing else changes.
+    for key in ('bbox_head', 'roi_head'):
+        head = model.get(key)
+        if head is None:
+            continue
+        if key == 'roi_head':
+            head.bbox_head.num_classes = len(classes)
+        else:
+            head.num_classes = len(classes)
+    # Pretrained backbones would need a download; train from scratch.
+    model.backbone.init_cfg = None
+    if model.get('data_preprocessor', {}).get('batch_augments'):
+        model.data_preprocessor.batch_augments = None
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=(size, size), keep_ratio=True),
+        dict(type='PackDetInputs')
+    ]
+    dataset = dict(type='CocoDataset', data_root=data_root,
+                   ann_file='ann.json', data_prefix=dict(img='images/'),
+                   metainfo=dict(classes=classes), pipeline=pipeline,
+                   filter_cfg=dict(filter_empty_gt=True))
+    cfg.train_dataloader = dict(
+        batch_size=2, num_workers=0, persistent_workers=False,
+        sampler=dict(type='DefaultSampler', shuffle=False),
+        dataset=dataset)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
+                         val_interval=max_iters + 1)
+    for key in ('val_dataloader', 'test_dataloader', 'val_cfg', 'test_cfg',
+                'val_evaluator', 'test_evaluator'):
+        cfg[key] = None
+    cfg.param_scheduler = []
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook',
+                                        interval=max_iters, by_epoch=False)
+    cfg.default_hooks.pop('visualization', None)
+    cfg.log_processor = dict(by_epoch=False)
+    # Detector-specific hooks that assume an epoch loop or many GPUs.
+    cfg.custom_hooks = [
+        h for h in cfg.get('custom_hooks', [])
+        if h['type'] not in ('YOLOXModeSwitchHook', 'SyncNormHook')
+    ]
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=0)
+    cfg.env_cfg = dict(cudnn_benchmark=False,
+                       dist_cfg=dict(backend='gloo'))
+    cfg.auto_scale_lr = dict(enable=False, base_batch_size=16)
+    cfg.launcher = 'none'
+    return cfg
