@@ -1,4 +1,5 @@
 """Registered MMEngine hooks."""
-from .in_train_pruning_hook import MASKS_ATTR, InTrainPruningHook
+from .in_train_pruning_hook import (MASKS_ATTR, InTrainPruningHook,
+                                    trace_detector)
 
-__all__ = ['InTrainPruningHook', 'MASKS_ATTR']
+__all__ = ["InTrainPruningHook", "MASKS_ATTR", "trace_detector"]

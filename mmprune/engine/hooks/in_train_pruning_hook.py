@@ -35,6 +35,26 @@ def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
 
 
+def trace_detector(model, inputs, data_samples, skip: Sequence[str] = ()):
+    """Channel groups of an mmdet detector, traced at ``inputs``' shape.
+
+    Args:
+        model: an mmdet ``BaseDetector`` (not wrapped).
+        inputs: preprocessed batch ``[1, 3, H, W]``.
+        data_samples: the matching ``DetDataSample`` list (two-stage
+            detectors need the metainfo to propose boxes).
+        skip: module-name globs never to prune.
+
+    Returns:
+        The :class:`mmprune.core.PrunePlan`. The detector's raw head outputs
+        (``model._forward``) are the trace outputs, so every prediction conv
+        keeps its width without being named.
+    """
+    return discover_groups(
+        model, (inputs, data_samples),
+        forward_fn=lambda m, x: m._forward(x[0], x[1]), skip=skip)
+
+
 @HOOKS.register_module()
 class InTrainPruningHook(Hook):
     """Prune a detector's channels during training to a MACs target.
@@ -145,10 +165,7 @@ class InTrainPruningHook(Hook):
                                f'"{MASKS_ATTR}"; is InTrainPruningHook listed'
                                ' twice in custom_hooks?')
         inputs, samples = self._example_batch(runner, mode)
-        self.plan = discover_groups(
-            model, (inputs, samples),
-            forward_fn=lambda m, x: m._forward(x[0], x[1]),
-            skip=self.skip)
+        self.plan = trace_detector(model, inputs, samples, self.skip)
         self.cost_model = CostModel(self.plan, cost=self.cost)
         self.maskset = install_masks(model, self.plan, self.mask_init,
                                      self.threshold, self.min_channels)
@@ -239,7 +256,7 @@ class InTrainPruningHook(Hook):
 
     def _start(self, runner) -> None:
         self.started = True
-        if not self.maskset._handles:
+        if not self.maskset.attached:
             self.maskset.attach(_unwrap(runner.model))
         if self.b_value is None:
             self.b_value = self._auto_b(runner)
@@ -276,7 +293,7 @@ class InTrainPruningHook(Hook):
         return (1.0 - self.threshold) / (lr * g * slope * 0.5 * n)
 
     def _freeze(self, runner) -> None:
-        if not self.maskset._handles:
+        if not self.maskset.attached:
             self.maskset.attach(_unwrap(runner.model))
         if self.enforce:
             rep = project_to_target(self.maskset, self.cost_model,
@@ -295,14 +312,14 @@ class InTrainPruningHook(Hook):
 
     def current_psi(self) -> float:
         """psi of the current binary masks (1.0 while masks are off)."""
-        if not self.maskset._handles:
+        if not self.maskset.attached:
             return 1.0
         with torch.no_grad():
             return float(self.cost_model.psi(self.maskset.binaries()))
 
     def pruned_channels(self) -> int:
         """Channels whose binary mask is 0 (0 while masks are off)."""
-        if not self.maskset._handles:
+        if not self.maskset.attached:
             return 0
         with torch.no_grad():
             return int(sum((b == 0).sum() for b in
@@ -343,7 +360,7 @@ class InTrainPruningHook(Hook):
             self.b_value = float(meta['b'])
             if hasattr(runner.optim_wrapper, 'b'):
                 runner.optim_wrapper.b = self.b_value
-        if (self.started or self.maskset.frozen) and not self.maskset._handles:
+        if (self.started or self.maskset.frozen) and not self.maskset.attached:
             self.maskset.attach(_unwrap(runner.model))
         if is_main_process():
             runner.logger.info(

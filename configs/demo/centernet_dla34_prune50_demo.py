@@ -1,0 +1,20 @@
+# CPU demo of in-train pruning to 50 % MACs: the demo baseline plus the
+# pruning snippet. The window sits at the seed's fractions of the schedule
+# (20/300 .. 240/300 of 12 epochs -> 1 .. 10). b='auto' scales the prune
+# loss to the window's length (a few hundred iterations here, ~100k in the
+# full run), so the masks reach the target in a CPU-sized run.
+_base_ = ['./centernet_dla34_kitti_demo.py']
+
+optim_wrapper = dict(
+    type='PruneOptimWrapper',
+    mask_optimizer=dict(type='SGD', lr=0.01, momentum=0.0),
+    mask_weight_decay=5e-4)
+custom_hooks = [
+    dict(
+        type='InTrainPruningHook',
+        psi_target=0.5,
+        b='auto',
+        prune_start=1,
+        prune_end=10,
+        by_epoch=True)
+]

@@ -1,0 +1,61 @@
+"""mmprune.core: the pure-torch heart of in-train pruning.
+
+No mmengine / mmdet imports here. The pieces, in the order a run uses them:
+
+* `discover_groups` traces a model once and returns a `PrunePlan`: channel
+  groups, their producers / consumers / mask sites, every layer with its
+  channel maps and spatial size, and what it could not handle.
+* `install_masks` puts one `ChannelMask` per group on the model (forward hooks
+  on the mask sites) and returns the `MaskSet`.
+* `CostModel` turns the binary masks into MACs and ``psi``; `hw_loss` makes it
+  a loss; `project_to_target` enforces the target when the masks freeze.
+"""
+
+from .cost import COSTS, CostModel, LayerCost
+from .groups import (
+    Channels,
+    TraceContext,
+    discover_groups,
+    register_layer_handler,
+)
+from .handlers import is_deform_conv_pack
+from .losses import HW_LOSS_FORMS, hw_loss
+from .mask import ChannelMask, MaskSet, install_masks, resolve_min_channels
+from .plan import (
+    ChannelGroup,
+    ChannelMap,
+    LayerSpec,
+    PrunePlan,
+    Segment,
+    Slot,
+    map_size,
+)
+from .projection import ProjectionReport, project_to_target
+from .ste import binarize
+
+__all__ = [
+    'binarize',
+    'ChannelMask',
+    'MaskSet',
+    'install_masks',
+    'resolve_min_channels',
+    'discover_groups',
+    'register_layer_handler',
+    'TraceContext',
+    'Channels',
+    'is_deform_conv_pack',
+    'PrunePlan',
+    'ChannelGroup',
+    'LayerSpec',
+    'Segment',
+    'Slot',
+    'ChannelMap',
+    'map_size',
+    'CostModel',
+    'LayerCost',
+    'COSTS',
+    'hw_loss',
+    'HW_LOSS_FORMS',
+    'project_to_target',
+    'ProjectionReport',
+]

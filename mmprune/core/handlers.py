@@ -1,0 +1,181 @@
+"""Built-in layer handlers for the channel tracer (see groups.py).
+
+Each handler describes one module type to the tracer: which input channels it
+reads, which output channels it makes, and the layer record the cost model and
+export use. Registered on import; `register_layer_handler` adds more.
+"""
+
+from typing import Optional, Tuple
+
+from torch import Tensor, nn
+
+from .groups import Channels, TraceContext, register_layer_handler
+
+
+def _input(by: str, args, kwargs) -> Tensor:
+    x = args[0] if args else kwargs.get('input', kwargs.get('x'))
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f'{by}: expected a tensor as first input, got '
+            f'{type(x).__name__}'
+        )
+    return x
+
+
+def conv_handler(
+    ctx: TraceContext, name: str, m: nn.Module, args, kwargs, out
+) -> Optional[Tuple[Channels, int]]:
+    """Conv1d/2d/3d and ConvTranspose1d/2d/3d.
+
+    ``groups == 1``: consumes its input, produces a new group. Depthwise
+    (``groups == in == out``): input and output are one axis of one group.
+    Other grouped convs are kept at full width and reported.
+    """
+    x = _input(name, args, kwargs)
+    kind = (
+        'deconv' if isinstance(m, nn.modules.conv._ConvTransposeNd) else 'conv'
+    )
+    bias = m.bias is not None
+    if m.groups > 1 and m.groups == m.in_channels == m.out_channels:
+        ch = ctx.channels(x, 1, name)
+        ctx.add_layer(name, kind, ch, ch, m.kernel_size, m.groups, True, bias)
+        # Each output channel reads only its own input channel: a zero input
+        # channel stays zero unless a bias (or a non-zero input) refills it.
+        if bias or not ctx.is_exact(ch):
+            return ctx.mark_dirty(ch, name), 1
+        return ch, 1
+    ch = ctx.consume(x, 1, name)
+    if m.groups == 1:
+        out_ch = ctx.produce(name, m.out_channels)
+    else:
+        ctx.keep(
+            ch,
+            f'grouped {type(m).__name__} (groups={m.groups}) is not '
+            'supported: only groups=1 and depthwise convs are pruned',
+            name,
+        )
+        out_ch = ctx.fixed(m.out_channels)
+    ctx.add_layer(name, kind, ch, out_ch, m.kernel_size, m.groups, False, bias)
+    return out_ch, 1
+
+
+def linear_handler(
+    ctx: TraceContext, name: str, m: nn.Linear, args, kwargs, out
+) -> Optional[Tuple[Channels, int]]:
+    """nn.Linear on the last axis: consumes it, produces a new group."""
+    x = _input(name, args, kwargs)
+    ch = ctx.consume(x, -1, name)
+    out_ch = ctx.produce(name, m.out_features)
+    ctx.add_layer(
+        name,
+        'linear',
+        ch,
+        out_ch,
+        (),
+        1,
+        False,
+        m.bias is not None,
+        channel_dim=-1,
+    )
+    return out_ch, -1
+
+
+def norm_handler(
+    ctx: TraceContext, name: str, m: nn.Module, args, kwargs, out
+) -> Optional[Tuple[Channels, int]]:
+    """Per-channel norms pass channels on; norms mixing channels keep them.
+
+    BatchNorm, SyncBatchNorm, InstanceNorm and GroupNorm with one channel per
+    group are per-channel. GroupNorm with several channels per group and
+    LayerNorm compute statistics across channels, so a pruned model would
+    normalise differently from the masked one: their channels are kept.
+    """
+    x = _input(name, args, kwargs)
+    if isinstance(m, nn.LayerNorm):
+        ch = ctx.channels(x, -1, name)
+        ctx.keep(ch, 'LayerNorm normalises across channels', name)
+        ctx.add_layer(
+            name, 'norm', ch, ch, bias=m.elementwise_affine, channel_dim=-1
+        )
+        return ctx.mark_dirty(ch, name), -1
+    ch = ctx.channels(x, 1, name)
+    if isinstance(m, nn.GroupNorm) and m.num_groups != m.num_channels:
+        ctx.keep(
+            ch,
+            f'GroupNorm(num_groups={m.num_groups}) normalises across '
+            'the channels of a group',
+            name,
+        )
+    affine = bool(getattr(m, 'affine', False))
+    ctx.add_layer(name, 'norm', ch, ch, bias=affine)
+    return ctx.mark_dirty(ch, name), 1
+
+
+def is_deform_conv_pack(m: nn.Module) -> bool:
+    """Duck-typed test for mmcv's (Modulated)DeformConv2dPack.
+
+    Such a module owns a 4-D ``weight`` like a conv and a child ``conv_offset``
+    (an nn.Conv2d that predicts offsets, and masks for the modulated one, from
+    the same input).
+    """
+    w = getattr(m, 'weight', None)
+    return (
+        'DeformConv' in type(m).__name__
+        and isinstance(getattr(m, 'conv_offset', None), nn.Conv2d)
+        and isinstance(w, Tensor)
+        and w.dim() == 4
+    )
+
+
+def deform_conv_handler(
+    ctx: TraceContext, name: str, m: nn.Module, args, kwargs, out
+) -> Optional[Tuple[Channels, int]]:
+    """Deformable conv with its own offset conv (mmcv ``*DeformConv2dPack``).
+
+    The main conv is pruned like a conv. The offset conv reads the same input
+    channels (its in channels follow the DCN's input group); its
+    ``deform_groups * 3 * k*k`` (or ``2 * k*k``) outputs are offsets and masks,
+    never pruned.
+    """
+    x = _input(name, args, kwargs)
+    ch = ctx.consume(x, 1, name)
+    groups = int(getattr(m, 'groups', 1))
+    off = m.conv_offset
+    if groups == 1:
+        out_ch = ctx.produce(name, m.weight.shape[0])
+    else:
+        ctx.keep(
+            ch,
+            f'grouped deformable conv (groups={groups}) is not supported',
+            name,
+        )
+        out_ch = ctx.fixed(m.weight.shape[0])
+    ctx.add_layer(
+        name,
+        'conv',
+        ch,
+        out_ch,
+        tuple(m.weight.shape[2:]),
+        groups,
+        False,
+        getattr(m, 'bias', None) is not None,
+    )
+    ctx.add_layer(
+        f'{name}.conv_offset',
+        'conv',
+        ch,
+        ctx.fixed(off.out_channels),
+        off.kernel_size,
+        off.groups,
+        False,
+        off.bias is not None,
+    )
+    return out_ch, 1
+
+
+register_layer_handler(nn.modules.conv._ConvNd, conv_handler)
+register_layer_handler(nn.Linear, linear_handler)
+register_layer_handler(nn.modules.batchnorm._NormBase, norm_handler)
+register_layer_handler(nn.GroupNorm, norm_handler)
+register_layer_handler(nn.LayerNorm, norm_handler)
+register_layer_handler(is_deform_conv_pack, deform_conv_handler)

@@ -1,0 +1,40 @@
+"""The hardware-cost loss L_HW (METHOD.md section 3b)."""
+
+from typing import Union
+
+import torch
+from torch import Tensor
+
+HW_LOSS_FORMS = ('hinge', 'abs', 'square')
+
+
+def hw_loss(
+    psi: Tensor, psi_target: Union[float, Tensor], form: str = 'hinge'
+) -> Tensor:
+    """Penalty for a cost ratio ``psi`` above (or away from) ``psi_target``.
+
+    Args:
+        psi: scalar tensor, the cost ratio from `CostModel.psi` (in [0, 1]).
+        psi_target: the target ratio, in (0, 1].
+        form: ``'hinge'`` = ``max(0, psi - target)`` (0 at and below target),
+            ``'abs'`` = ``|psi - target|``,
+            ``'square'`` = ``(psi - target)**2``.
+
+    Returns:
+        A scalar tensor of ``psi``'s dtype, differentiable in ``psi``.
+    """
+    if form not in HW_LOSS_FORMS:
+        raise ValueError(
+            f'hw_loss: form must be one of {HW_LOSS_FORMS}, got {form!r}'
+        )
+    t = float(psi_target)
+    if not 0.0 < t <= 1.0:
+        raise ValueError(f'hw_loss: psi_target must lie in (0, 1], got {t}')
+    if not isinstance(psi, Tensor) or psi.numel() != 1:
+        raise TypeError('hw_loss: psi must be a one-element tensor')
+    d = psi.reshape(()) - t
+    if form == 'hinge':
+        return torch.clamp(d, min=0.0)
+    if form == 'abs':
+        return d.abs()
+    return d * d

@@ -1,0 +1,313 @@
+"""Trainable channel masks and their installation (METHOD.md 1-2)."""
+
+import math
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .plan import PrunePlan, Slot
+from .ste import binarize
+
+MinChannels = Union[int, float]
+
+
+def resolve_min_channels(min_channels: MinChannels, num_channels: int) -> int:
+    """Channels the layer-collapse guard keeps in a group of ``num_channels``.
+
+    ``min_channels`` is an int >= 1 (capped at ``num_channels``) or a ratio
+    float in (0, 1] (``ceil(ratio * num_channels)``, at least 1).
+    """
+    if isinstance(min_channels, bool):
+        raise TypeError(
+            'min_channels must be an int >= 1 or a float in (0, 1], '
+            f'got {min_channels!r}'
+        )
+    if isinstance(min_channels, int):
+        if min_channels < 1:
+            raise ValueError(
+                'min_channels must be an int >= 1 or a float in '
+                f'(0, 1], got {min_channels}'
+            )
+        return min(min_channels, num_channels)
+    if isinstance(min_channels, float):
+        if not 0.0 < min_channels <= 1.0:
+            raise ValueError(
+                'min_channels as a ratio must lie in (0, 1], got '
+                f'{min_channels}'
+            )
+        return max(
+            1, min(num_channels, math.ceil(min_channels * num_channels))
+        )
+    raise TypeError(
+        'min_channels must be an int >= 1 or a float in (0, 1], '
+        f'got {type(min_channels).__name__}'
+    )
+
+
+class ChannelMask(nn.Module):
+    """One trainable mask ``M`` of length C and its binarisation.
+
+    ``binary()`` returns ``B = 1[M >= threshold]`` through the clipped
+    straight-through estimator, then applies the layer-collapse guard: if fewer
+    than ``min_keep`` channels survive, the ``min_keep`` channels with the
+    largest ``M`` are kept (ties: lower index first). The guard only changes
+    the forward value; the gradient is the estimator's, so forced channels
+    still learn. After ``freeze()`` the binary mask is a fixed buffer and ``M``
+    gets no gradient; the frozen state is part of the state dict.
+
+    Args:
+        num_channels: C, the group size.
+        mask_init: initial value of every ``M`` (default 1.0).
+        threshold: binarisation threshold (default 0.5).
+        min_channels: see `resolve_min_channels`.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        mask_init: float = 1.0,
+        threshold: float = 0.5,
+        min_channels: MinChannels = 1,
+    ):
+        super().__init__()
+        if not isinstance(num_channels, int) or num_channels < 1:
+            raise ValueError(
+                f'ChannelMask: num_channels must be an int >= 1, '
+                f'got {num_channels!r}'
+            )
+        self.num_channels = num_channels
+        self.threshold = float(threshold)
+        self.min_keep = resolve_min_channels(min_channels, num_channels)
+        self.mask = nn.Parameter(torch.full((num_channels,), float(mask_init)))
+        self.register_buffer('frozen_binary', torch.ones(num_channels))
+        self.register_buffer('frozen', torch.tensor(False))
+        # A host-side copy of `frozen`, so binary() never syncs a GPU.
+        self._is_frozen = False
+
+    @property
+    def is_frozen(self) -> bool:
+        """Whether the binary mask is fixed."""
+        return self._is_frozen
+
+    def binary(self) -> Tensor:
+        """The binary mask ``[C]`` (0.0 / 1.0); differentiable unless
+        frozen."""
+        if self._is_frozen:
+            return self.frozen_binary
+        b = binarize(self.mask, self.threshold)
+        with torch.no_grad():
+            # Tensor ops only (no .item()): this runs at every mask site call.
+            order = torch.sort(self.mask, descending=True, stable=True)[1]
+            forced = torch.zeros_like(b)
+            forced[order[: self.min_keep]] = 1.0
+            short = b.sum() < self.min_keep
+            lift = torch.where(short, torch.maximum(b, forced) - b, 0.0)
+        return b + lift
+
+    def freeze(self, binary: Optional[Tensor] = None) -> None:
+        """Fix the binary mask (default: the current ``binary()``)."""
+        with torch.no_grad():
+            b = self.binary().detach() if binary is None else binary.detach()
+            b = b.to(self.frozen_binary)
+            if b.shape != (self.num_channels,):
+                raise ValueError(
+                    f'ChannelMask.freeze: binary must have shape '
+                    f'({self.num_channels},), got {tuple(b.shape)}'
+                )
+            if not bool(((b == 0) | (b == 1)).all()):
+                raise ValueError(
+                    'ChannelMask.freeze: binary must hold only 0 and 1'
+                )
+            if int(b.sum().item()) < self.min_keep:
+                raise ValueError(
+                    f'ChannelMask.freeze: binary keeps '
+                    f'{int(b.sum().item())} channels, fewer than '
+                    f'min_keep={self.min_keep}'
+                )
+            self.frozen_binary.copy_(b)
+            self.frozen.fill_(True)
+        self._is_frozen = True
+        self.mask.requires_grad_(False)
+        self.mask.grad = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._is_frozen = bool(self.frozen)
+        # requires_grad is not in a state dict; it follows the frozen flag.
+        self.mask.requires_grad_(not self._is_frozen)
+
+    def extra_repr(self) -> str:
+        return (
+            f'{self.num_channels}, threshold={self.threshold}, '
+            f'min_keep={self.min_keep}, frozen={self.is_frozen}'
+        )
+
+
+def _key(group: str) -> str:
+    # ModuleDict keys may not contain '.'; '-' never occurs in module names.
+    return group.replace('.', '-') if group else '-'
+
+
+class MaskSet(nn.Module):
+    """One `ChannelMask` per prunable group of a plan, and their hooks.
+
+    The masks live in ``self.masks`` (an ``nn.ModuleDict`` keyed by the group
+    name with '.' replaced by '-'), so the set has its own parameters and state
+    dict and can get its own optimizer. Build it with `install_masks`.
+    """
+
+    def __init__(
+        self,
+        plan: PrunePlan,
+        mask_init: float = 1.0,
+        threshold: float = 0.5,
+        min_channels: MinChannels = 1,
+    ):
+        super().__init__()
+        self.plan = plan
+        self.masks = nn.ModuleDict()
+        self._keys: Dict[str, str] = {}
+        for name, g in plan.groups.items():
+            key = _key(name)
+            if key in self.masks:
+                raise ValueError(
+                    f'MaskSet: groups {name!r} and another group '
+                    f'map to the same key {key!r}'
+                )
+            self.masks[key] = ChannelMask(
+                g.size, mask_init, threshold, min_channels
+            )
+            self._keys[name] = key
+        self._handles: List = []
+
+    @property
+    def group_names(self) -> List[str]:
+        """Group names in plan order."""
+        return list(self._keys)
+
+    def mask(self, group: str) -> ChannelMask:
+        """The `ChannelMask` of a group."""
+        if group not in self._keys:
+            raise KeyError(f'MaskSet: no group named {group!r}')
+        return self.masks[self._keys[group]]
+
+    def binaries(self) -> Dict[str, Tensor]:
+        """``{group: binary mask [C]}``, differentiable through the STE."""
+        return {n: self.masks[k].binary() for n, k in self._keys.items()}
+
+    def continuous(self) -> Dict[str, Tensor]:
+        """``{group: M [C]}``, detached copies of the continuous masks."""
+        return {
+            n: self.masks[k].mask.detach().clone()
+            for n, k in self._keys.items()
+        }
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are on a model (see `attach` / `remove`)."""
+        return bool(self._handles)
+
+    @property
+    def frozen(self) -> bool:
+        """True when every mask is frozen."""
+        return all(m.is_frozen for m in self.masks.values())
+
+    def freeze(self, binaries: Optional[Mapping[str, Tensor]] = None) -> None:
+        """Freeze every mask, at ``binaries[group]`` where given."""
+        binaries = dict(binaries or {})
+        unknown = set(binaries) - set(self._keys)
+        if unknown:
+            raise KeyError(f'MaskSet.freeze: unknown groups {sorted(unknown)}')
+        for n, k in self._keys.items():
+            self.masks[k].freeze(binaries.get(n))
+
+    def attach(self, model: nn.Module) -> 'MaskSet':
+        """Register hooks that multiply each site's output by its mask."""
+        if self._handles:
+            raise RuntimeError(
+                'MaskSet.attach: already attached; call remove() first'
+            )
+        modules = dict(model.named_modules())
+        for site, entries in self.plan.sites().items():
+            if site not in modules:
+                raise KeyError(
+                    f'MaskSet.attach: mask site {site!r} of the plan '
+                    f'is not a module of {type(model).__name__}'
+                )
+            layer = self.plan.layers[site]
+            self._handles.append(
+                modules[site].register_forward_hook(
+                    self._make_hook(
+                        site, layer.out_channels, layer.channel_dim, entries
+                    )
+                )
+            )
+        return self
+
+    def remove(self) -> None:
+        """Remove the hooks; the model computes its unmasked function again."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def site_multiplier(
+        self, entries: List[Tuple[str, Slot]], width: int
+    ) -> Tensor:
+        """``[width]`` multiplier of a site: masks where listed, else 1."""
+        pieces, pos = [], 0
+        ref = None
+        for group, slot in entries:
+            b = self.mask(group).binary()
+            ref = b
+            if slot.module_start > pos:
+                pieces.append(b.new_ones(slot.module_start - pos))
+            pieces.append(b[slot.group_start : slot.group_start + slot.length])
+            pos = slot.module_start + slot.length
+        if pos < width:
+            pieces.append(ref.new_ones(width - pos))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def _make_hook(
+        self, site: str, width: int, dim: int, entries: List[Tuple[str, Slot]]
+    ):
+        def hook(module, args, output):
+            if not isinstance(output, Tensor):
+                raise TypeError(
+                    f'mask site {site} returned '
+                    f'{type(output).__name__}; expected a tensor'
+                )
+            if output.dim() == 0 or output.shape[dim] != width:
+                raise ValueError(
+                    f'mask site {site}: expected {width} channels '
+                    f'on axis {dim}, got shape '
+                    f'{tuple(output.shape)}'
+                )
+            mult = self.site_multiplier(entries, width)
+            shape = [1] * output.dim()
+            shape[dim] = width
+            return output * mult.to(
+                device=output.device, dtype=output.dtype
+            ).view(shape)
+
+        return hook
+
+    def extra_repr(self) -> str:
+        return f'{len(self._keys)} groups, attached={self.attached}'
+
+
+def install_masks(
+    model: nn.Module,
+    plan: PrunePlan,
+    mask_init: float = 1.0,
+    threshold: float = 0.5,
+    min_channels: MinChannels = 1,
+) -> MaskSet:
+    """Create a `MaskSet` for ``plan`` and hook it onto ``model``.
+
+    Each mask site's output ``[N, C, ...]`` (``[N, C]`` / ``[N, L, C]`` for
+    linears) is multiplied by its group's binary mask, so a pruned channel is
+    exactly zero downstream. The set is not registered inside ``model``; keep
+    it, optimise its parameters, and call ``remove()`` to undo.
+    """
+    return MaskSet(plan, mask_init, threshold, min_channels).attach(model)

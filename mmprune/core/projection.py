@@ -1,0 +1,180 @@
+"""Projection of the binary masks onto the cost target (METHOD.md 4)."""
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict
+
+import torch
+
+from .cost import CostModel
+from .mask import MaskSet
+
+
+@dataclass
+class ProjectionReport:
+    """What `project_to_target` did.
+
+    ``psi_*`` are cost ratios; ``dropped`` / ``restored`` count channels
+    switched off / on; ``reached`` is False when the target could not be met
+    (every remaining channel is protected by ``min_channels`` or costs
+    nothing); ``kept_before`` / ``kept_after`` map each group to its kept
+    channel count.
+    """
+
+    target: float
+    tol: float
+    psi_before: float
+    psi_after: float
+    dropped: int
+    restored: int
+    reached: bool
+    kept_before: Dict[str, int] = field(default_factory=dict)
+    kept_after: Dict[str, int] = field(default_factory=dict)
+
+
+def project_to_target(
+    maskset: MaskSet,
+    cost_model: CostModel,
+    psi_target: float,
+    tol: float = 0.02,
+    freeze: bool = True,
+) -> ProjectionReport:
+    """Move the masks onto ``[psi_target - tol, psi_target]``, then freeze.
+
+    * If ``psi > psi_target``: switch off kept channels, lowest ``M`` per unit
+      of cost first (cost = the channel's marginal cost at the current masks),
+      until ``psi <= psi_target``; each group keeps its ``min_channels``.
+    * If then ``psi < psi_target - tol``: switch pruned channels back on,
+      highest ``M`` first, each only if ``psi`` stays ``<= psi_target``.
+
+    Args:
+        maskset: the masks; their current binaries (frozen ones included) are
+            the starting point.
+        cost_model: the `CostModel` of the same plan (its ``cost`` is used).
+        psi_target: target ratio in (0, 1].
+        tol: how far below the target is acceptable.
+        freeze: freeze the masks at the result (default True).
+
+    Returns:
+        A `ProjectionReport`.
+    """
+    target = float(psi_target)
+    if not 0.0 < target <= 1.0:
+        raise ValueError(
+            f'project_to_target: psi_target must lie in (0, 1], '
+            f'got {target}'
+        )
+    if not 0.0 <= tol < target:
+        raise ValueError(
+            f'project_to_target: tol must lie in [0, target), got {tol}'
+        )
+    names = cost_model.group_names
+    if list(names) != list(maskset.group_names):
+        raise ValueError(
+            'project_to_target: the mask set and the cost model '
+            'come from different plans'
+        )
+    with torch.no_grad():
+        bins = maskset.binaries()
+        b = (
+            torch.cat(
+                [bins[n].detach().to('cpu', torch.float64) for n in names]
+            )
+            if names
+            else torch.zeros(0)
+        )
+        cont = maskset.continuous()
+        m = (
+            torch.cat([cont[n].to('cpu', torch.float64) for n in names])
+            if names
+            else torch.zeros(0)
+        )
+    sizes = [cost_model.plan.groups[n].size for n in names]
+    gidx = torch.repeat_interleave(
+        torch.arange(len(names)), torch.tensor(sizes, dtype=torch.long)
+    )
+    mins = [maskset.mask(n).min_keep for n in names]
+    dense = float(cost_model.dense)
+    budget = target * dense
+    eps = 1e-9 * dense
+
+    def total(x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(cost_model.total_flat(x))
+
+    def kept(x: torch.Tensor) -> Dict[str, int]:
+        counts = torch.zeros(len(names), dtype=torch.float64).index_add(
+            0, gidx, x
+        )
+        return {n: int(round(c)) for n, c in zip(names, counts.tolist())}
+
+    before = kept(b)
+    cur = total(b)
+    psi_before = cur / dense
+    dropped = restored = 0
+    while cur > budget + eps:
+        x = b.clone().requires_grad_(True)
+        cost_model.total_flat(x).backward()
+        marginal = x.grad
+        idx = ((b == 1) & (marginal > 0)).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        score = m[idx] / marginal[idx]
+        order = idx[torch.argsort(score, stable=True)].tolist()
+        room = (
+            torch.zeros(len(names), dtype=torch.float64).index_add(0, gidx, b)
+            - torch.tensor(mins, dtype=torch.float64)
+        ).tolist()
+        excess, acc, chosen = cur - budget, 0.0, []
+        # The marginals over-estimate a batch's saving (bilinear cost), so
+        # this drops at most one channel too few and loops.
+        for c in order:
+            g = int(gidx[c])
+            if room[g] < 1:
+                continue
+            room[g] -= 1
+            chosen.append(c)
+            acc += float(marginal[c])
+            if acc >= excess:
+                break
+        if not chosen:
+            break
+        b[chosen] = 0.0
+        dropped += len(chosen)
+        cur = total(b)
+    if cur < budget - tol * dense:
+        idx = (b == 0).nonzero().squeeze(1)
+        order = idx[torch.argsort(-m[idx], stable=True)].tolist()
+        for c in order:
+            b[c] = 1.0
+            t = total(b)
+            if t <= budget + eps:
+                cur = t
+                restored += 1
+            else:
+                b[c] = 0.0
+    reached = cur <= budget + eps
+    if not reached:
+        warnings.warn(
+            f'project_to_target: psi {cur / dense:.4f} stays above '
+            f'the target {target}: the remaining channels are '
+            'protected by min_channels or fixed'
+        )
+    if freeze:
+        out, off = {}, 0
+        for n, s in zip(names, sizes):
+            dev = maskset.mask(n).frozen_binary.device
+            out[n] = b[off : off + s].to(dev, torch.float32)
+            off += s
+        maskset.freeze(out)
+    return ProjectionReport(
+        target=target,
+        tol=float(tol),
+        psi_before=psi_before,
+        psi_after=cur / dense,
+        dropped=dropped,
+        restored=restored,
+        reached=reached,
+        kept_before=before,
+        kept_after=kept(b),
+    )

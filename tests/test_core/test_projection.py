@@ -1,0 +1,141 @@
+"""hw_loss and the projection onto the cost target."""
+
+import pytest
+import torch
+
+from mmprune.core import (
+    CostModel,
+    discover_groups,
+    hw_loss,
+    install_masks,
+    project_to_target,
+)
+
+from .nets import Chain, cbr, set_masks
+
+X = torch.rand(1, 3, 8, 8)
+DENSE_CHAIN = 43008  # 9*3*8*64 + 9*8*6*64 + 6*4*64
+
+
+@pytest.mark.parametrize('form', ['hinge', 'abs', 'square'])
+def test_hw_loss_values(form):
+    t = 0.5
+    vals = {
+        p: hw_loss(torch.tensor(p), t, form).item() for p in (0.3, 0.5, 0.8)
+    }
+    expect = {
+        'hinge': {0.3: 0.0, 0.5: 0.0, 0.8: 0.3},
+        'abs': {0.3: 0.2, 0.5: 0.0, 0.8: 0.3},
+        'square': {0.3: 0.04, 0.5: 0.0, 0.8: 0.09},
+    }[form]
+    assert vals == pytest.approx(expect)
+
+
+def test_hw_loss_gradient_and_errors():
+    psi = torch.tensor(0.7, requires_grad=True)
+    hw_loss(psi, 0.5, 'square').backward()
+    assert psi.grad.item() == pytest.approx(0.4)
+    below = torch.tensor(0.4, requires_grad=True)
+    hw_loss(below, 0.5).backward()
+    assert below.grad.item() == 0.0
+    with pytest.raises(ValueError, match='form must be one of'):
+        hw_loss(psi, 0.5, 'huber')
+    with pytest.raises(ValueError, match='psi_target must lie in'):
+        hw_loss(psi, 0.0)
+
+
+def setup(net_cls=Chain, min_channels=1):
+    net = net_cls()
+    plan = discover_groups(net, X)
+    return (
+        plan,
+        CostModel(plan),
+        install_masks(net, plan, min_channels=min_channels),
+    )
+
+
+def test_projection_drops_lowest_m_per_cost_first():
+    plan, cm, ms = setup()
+    set_masks(
+        ms, {'b1.0': [1, 1, 1, 0.6, 1, 1, 1, 1], 'b2.0': [1, 0.55, 1, 1, 1, 1]}
+    )
+    # Marginal MACs of one channel: b1.0: 9*3*64 + 9*6*64 = 5184;
+    # b2.0: 9*8*64 + 4*64 = 4864. M/cost: 0.6/5184 = 1.16e-4 > 0.55/4864 =
+    # 1.13e-4, so b2.0 channel 1 goes first; one channel is enough.
+    target = (DENSE_CHAIN - 4000) / DENSE_CHAIN
+    rep = project_to_target(ms, cm, target, tol=0.05)
+    assert rep.psi_before == 1.0 and rep.dropped == 1 and rep.restored == 0
+    assert rep.psi_after == pytest.approx((DENSE_CHAIN - 4864) / DENSE_CHAIN)
+    assert ms.mask('b2.0').binary().tolist() == [1, 0, 1, 1, 1, 1]
+    assert ms.mask('b1.0').binary().sum().item() == 8
+    assert ms.frozen and rep.reached
+    assert rep.kept_before == {'b1.0': 8, 'b2.0': 6}
+    assert rep.kept_after == {'b1.0': 8, 'b2.0': 5}
+
+
+class Wide(torch.nn.Module):
+    """Wide enough that single channels cost well under the 2 % tolerance."""
+
+    def __init__(self):
+        super().__init__()
+        self.b1 = cbr(3, 16)
+        self.b2 = cbr(16, 64)
+        self.b3 = cbr(64, 48)
+        self.head = torch.nn.Conv2d(48, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.b3(self.b2(self.b1(x))))
+
+
+@pytest.mark.parametrize('target', [0.5, 0.3, 0.15])
+def test_projection_lands_within_tolerance(target):
+    plan, cm, ms = setup(Wide)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for g in plan.groups:
+            ms.mask(g).mask.uniform_(0.5, 1.0)  # all kept: psi = 1
+    rep = project_to_target(ms, cm, target, tol=0.02)
+    psi = cm.psi(ms.binaries()).item()
+    assert psi == pytest.approx(rep.psi_after)
+    assert target - 0.02 <= psi <= target
+    assert rep.reached and rep.dropped > 0
+
+
+def test_projection_restores_highest_m_when_far_below():
+    plan, cm, ms = setup()
+    set_masks(
+        ms,
+        {
+            'b1.0': [0.9, 0.4, 0.1, 0.2, 0.3, 0.45, 0.05, 0.15],
+            'b2.0': [0.9, 0.1, 0.2, 0.3, 0.4, 0.35],
+        },
+    )
+    # Kept: one channel each: 9*3*64 + 9*1*1*64 + 1*4*64 = 2560 MACs.
+    before = cm.psi(ms.binaries()).item()
+    assert before == pytest.approx(2560 / DENSE_CHAIN)
+    rep = project_to_target(ms, cm, 0.4, tol=0.02)
+    assert rep.dropped == 0 and rep.restored > 0
+    assert 0.38 <= rep.psi_after <= 0.4
+    # Highest M go back first: b1.0 channel 5 (0.45) and 1 (0.4), b2.0 4 (0.4).
+    b1 = ms.mask('b1.0').binary()
+    assert b1[5] == 1 and b1[1] == 1 and ms.mask('b2.0').binary()[4] == 1
+
+
+def test_projection_respects_min_channels_and_reports_unreachable():
+    plan, cm, ms = setup(min_channels=0.5)
+    with pytest.warns(UserWarning, match='stays above the target'):
+        rep = project_to_target(ms, cm, 0.05, tol=0.01)
+    assert not rep.reached
+    assert rep.kept_after == {'b1.0': 4, 'b2.0': 3}
+    # 9*3*4*64 + 9*4*3*64 + 3*4*64 = 6912 + 6912 + 768
+    assert rep.psi_after == pytest.approx(14592 / DENSE_CHAIN)
+
+
+def test_projection_without_freeze_and_bad_args():
+    plan, cm, ms = setup()
+    rep = project_to_target(ms, cm, 0.5, freeze=False)
+    assert not ms.frozen and rep.psi_after <= 0.5
+    with pytest.raises(ValueError, match='psi_target'):
+        project_to_target(ms, cm, 1.5)
+    with pytest.raises(ValueError, match='tol'):
+        project_to_target(ms, cm, 0.5, tol=0.6)
