@@ -140,6 +140,7 @@ class InTrainPruningHook(Hook):
         self.b_value: Optional[float] = None if b == 'auto' else float(b)
         self.started = False
         self.freeze_report = None
+        self.trace_inputs = None
 
     # -- set-up --------------------------------------------------------------
     def _example_batch(self, runner, mode: str):
@@ -165,6 +166,8 @@ class InTrainPruningHook(Hook):
                                f'"{MASKS_ATTR}"; is InTrainPruningHook listed'
                                ' twice in custom_hooks?')
         inputs, samples = self._example_batch(runner, mode)
+        # Kept for tools and tests that count MACs at the traced shape.
+        self.trace_inputs = (inputs, samples)
         self.plan = trace_detector(model, inputs, samples, self.skip)
         self.cost_model = CostModel(self.plan, cost=self.cost)
         self.maskset = install_masks(model, self.plan, self.mask_init,
@@ -272,17 +275,20 @@ class InTrainPruningHook(Hook):
         return max(int(n), 1)
 
     def _auto_b(self, runner) -> float:
-        """b such that L_HW alone moves an average mask from 1 to threshold
-        in half the window: ``b = (1 - thr) / (lr * g * dL/dpsi * N / 2)``.
+        """b such that ``L_HW`` alone would take the costliest channels (the
+        90th percentile of ``|d psi / d B|``) from 1 to the threshold in half
+        of the window: ``b = (1 - thr) / (lr * g90 * dL/dpsi * N / 2)``.
 
-        ``g`` is the mean |d psi / d B| over channels at the dense model and
-        ``dL/dpsi`` the loss form's slope at psi = 1.
+        ``dL/dpsi`` is the loss form's slope at psi = 1 and ``N`` the window
+        in iterations. Cheaper channels move slower, so the task loss decides
+        among them; the projection at freeze closes the remaining gap.
         """
         ones = {k: v.clone().requires_grad_(True)
                 for k, v in self.cost_model.ones().items()}
         psi = self.cost_model.psi(ones)
         grads = torch.autograd.grad(psi, list(ones.values()))
-        g = torch.cat([x.abs().flatten() for x in grads]).mean().item()
+        per_channel = torch.cat([x.abs().flatten() for x in grads]).float()
+        g = torch.quantile(per_channel, 0.9).item()
         slope = {'hinge': 1.0, 'abs': 1.0,
                  'square': 2.0 * (1.0 - self.psi_target)}[self.loss_form]
         lr = runner.optim_wrapper.mask_optimizer.param_groups[0]['lr']
@@ -351,7 +357,12 @@ class InTrainPruningHook(Hook):
             b=self.b_value, pruned_channels=self.pruned_channels())
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Restore the schedule state; re-attach masks that were running."""
+        """Restore the schedule state; re-attach masks that were running.
+
+        mmengine calls this hook *before* it copies the checkpoint into the
+        model, so the decision rests on ``meta['prune']`` alone; the mask
+        values and frozen flags arrive with the model's state dict next.
+        """
         meta = checkpoint.get('meta', {}).get('prune')
         if meta is None:
             return
@@ -360,9 +371,10 @@ class InTrainPruningHook(Hook):
             self.b_value = float(meta['b'])
             if hasattr(runner.optim_wrapper, 'b'):
                 runner.optim_wrapper.b = self.b_value
-        if (self.started or self.maskset.frozen) and not self.maskset.attached:
+        if (self.started or meta.get('frozen')) and not self.maskset.attached:
             self.maskset.attach(_unwrap(runner.model))
         if is_main_process():
             runner.logger.info(
-                f'InTrainPruningHook: restored masks (started={self.started}'
-                f', frozen={self.maskset.frozen}, psi={self.current_psi():.4f})')
+                'InTrainPruningHook: checkpoint has pruning state (started='
+                f'{self.started}, frozen={bool(meta.get("frozen"))}, psi='
+                f'{meta.get("psi", 1.0):.4f})')
