@@ -114,6 +114,10 @@ def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
         if h['type'] not in ('YOLOXModeSwitchHook', 'SyncNormHook')
     ]
     cfg.work_dir = work_dir
+    # mmdet names its visualizer 'visualizer'; mmengine keeps one instance
+    # per name and process, so in-process runs would share the first run's
+    # vis_data folder.
+    cfg.visualizer.name = f'visualizer_{work_dir}'
     cfg.randomness = dict(seed=0)
     cfg.env_cfg = dict(cudnn_benchmark=False,
                        dist_cfg=dict(backend='gloo'))

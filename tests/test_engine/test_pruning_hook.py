@@ -1,0 +1,109 @@
+"""InTrainPruningHook + PruneOptimWrapper: logging, checkpoints and resume."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.runner import Runner
+
+from mmprune.engine.hooks import MASKS_ATTR, InTrainPruningHook
+from tests.dropin import make_tiny_coco, tiny_config
+from tests.test_engine.test_pruning_dropin import add_pruning
+
+
+def _run(data_root, work_dir, max_iters, resume_from=None, **hook):
+    cfg = tiny_config('retinanet_r50_fpn', data_root, work_dir,
+                      max_iters=max_iters)
+    cfg = add_pruning(cfg, **hook)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=3,
+                                        by_epoch=False)
+    if resume_from is not None:
+        cfg.resume, cfg.load_from = True, resume_from
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('coco'))
+    make_tiny_coco(root, num_images=4)
+    return root
+
+
+@pytest.mark.slow
+def test_resume_restores_masks_optimizer_and_schedule(coco, tmp_path):
+    window = dict(prune_start=1, prune_end=5, b=300)
+    straight = _run(coco, str(tmp_path / 'a'), 6, **window)
+    ckpt = str(tmp_path / 'a' / 'iter_3.pth')
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)
+    # The masks are part of the model's state dict; the mask optimizer is
+    # inside the optim wrapper's state; the schedule is in meta.
+    assert any(k.startswith(MASKS_ATTR + '.') for k in state['state_dict'])
+    assert 'mask_optimizer' in state['optimizer']
+    assert state['meta']['prune']['started'] is True
+    assert state['meta']['prune']['frozen'] is False
+
+    resumed = _run(coco, str(tmp_path / 'b'), 6, resume_from=ckpt, **window)
+    assert resumed.iter == 6
+    a = getattr(straight.model, MASKS_ATTR).state_dict()
+    b = getattr(resumed.model, MASKS_ATTR).state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    assert getattr(resumed.model, MASKS_ATTR).frozen
+    hook = next(h for h in resumed.hooks
+                if isinstance(h, InTrainPruningHook))
+    assert hook.current_psi() == pytest.approx(
+        next(h for h in straight.hooks
+             if isinstance(h, InTrainPruningHook)).current_psi())
+
+
+@pytest.mark.slow
+def test_psi_and_loss_hw_logged_and_saved(coco, tmp_path):
+    runner = _run(coco, str(tmp_path / 'w'), 6, prune_start=1, prune_end=4,
+                  b=300)
+    scalars = []
+    vis = [osp.join(runner.log_dir, 'vis_data', 'scalars.json')]
+    with open(vis[0]) as f:
+        scalars = [json.loads(line) for line in f]
+    train = [s for s in scalars if 'psi' in s]
+    assert [s['iter'] for s in train] == [1, 2, 3, 4, 5, 6]
+    assert all('loss_hw' in s and 'pruned_channels' in s for s in train)
+    assert train[0]['psi'] == 1.0 and train[0]['loss_hw'] == 0.0
+    assert train[-1]['psi'] <= 0.5
+    final = torch.load(osp.join(str(tmp_path / 'w'), 'iter_6.pth'),
+                       map_location='cpu', weights_only=True)
+    assert final['meta']['prune']['frozen'] is True
+    assert final['meta']['prune']['psi'] == pytest.approx(train[-1]['psi'])
+
+
+def test_hook_rejects_bad_settings_and_plain_wrapper(coco, tmp_path):
+    with pytest.raises(ValueError, match='psi_target must lie in'):
+        InTrainPruningHook(psi_target=1.5)
+    with pytest.raises(ValueError, match='prune_start < prune_end'):
+        InTrainPruningHook(psi_target=0.5, prune_start=5, prune_end=5)
+    with pytest.raises(ValueError, match="b must be a number >= 0 or 'auto'"):
+        InTrainPruningHook(psi_target=0.5, b='big')
+    with pytest.raises(ValueError, match='loss_form must be one of'):
+        InTrainPruningHook(psi_target=0.5, loss_form='cube')
+    cfg = tiny_config('retinanet_r50_fpn', coco, str(tmp_path / 'w'),
+                      max_iters=1)
+    cfg.custom_hooks = [dict(type='InTrainPruningHook', psi_target=0.5)]
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(TypeError, match="optim_wrapper.type='PruneOptimWr"):
+        runner.train()
+
+
+def test_no_mask_update_outside_window_and_hinge_is_zero_below_target(
+        coco, tmp_path):
+    from mmprune.core import hw_loss
+    assert float(hw_loss(torch.tensor(0.4), 0.5, 'hinge')) == 0.0
+    assert float(hw_loss(torch.tensor(0.5), 0.5, 'hinge')) == 0.0
+    runner = _run(coco, str(tmp_path / 'w'), 3, prune_start=5, prune_end=8)
+    masks = getattr(runner.model, MASKS_ATTR)
+    # The window never opened: masks are exactly their initial value and
+    # were never attached to the model.
+    assert not masks.attached
+    for value in masks.continuous().values():
+        assert torch.equal(value, torch.ones_like(value))
