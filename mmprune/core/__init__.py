@@ -11,6 +11,7 @@ No mmengine / mmdet imports here. The pieces, in the order a run uses them:
   a loss; `project_to_target` enforces the target when the masks freeze.
 """
 
+from .attack import fgsm_random_init, pgd, preserve_buffers
 from .cost import COSTS, CostModel, LayerCost
 from .groups import (
     Channels,
@@ -34,6 +35,7 @@ from .projection import ProjectionReport, project_to_target
 from .ste import binarize
 
 __all__ = [
+    'fgsm_random_init', 'pgd', 'preserve_buffers',
     'binarize',
     'ChannelMask',
     'MaskSet',

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import copy
 import os
-from collections import OrderedDict
 import os.path as osp
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -214,8 +214,8 @@ def check_weights_fit(model: nn.Module, weights: Dict[str, Tensor],
 
 # ------------------------------------------------------------------- trace
 def _build_model(cfg: Config) -> nn.Module:
-    from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return MODELS.build(cfg.model)
 
@@ -309,7 +309,7 @@ class MaskedDetector:
 
     def forward_raw(self, model: Optional[nn.Module] = None,
                     inputs: Optional[Tensor] = None) -> List[Tensor]:
-        """Flattened ``model._forward`` outputs (default: on `check_inputs`)."""
+        """Flattened ``model._forward`` outputs (default: `check_inputs`)."""
         model = self.model if model is None else model
         inputs = self.check_inputs() if inputs is None else inputs
         with torch.no_grad():

@@ -16,6 +16,8 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from ..adversarial import apply_attack_option
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--work-dir', help='folder for logs and checkpoints')
@@ -110,6 +112,10 @@ def parse_test_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--show-dir',
                    help='save drawn predictions under work_dir/timestamp/DIR')
     p.add_argument('--wait-time', type=float, default=2)
+    p.add_argument(
+        '--attack', choices=['pgd'], default=None,
+        help='also evaluate under PGD (eps 2/255, alpha 0.5/255, 20 steps); '
+        'attacked metrics get an "adv/" prefix')
     _common(p)
     return p.parse_args(argv)
 
@@ -117,6 +123,8 @@ def parse_test_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def build_test_cfg(args: argparse.Namespace) -> Config:
     """Turn parsed test flags into the runner config."""
     cfg = _load_cfg(args)
+    if args.attack is not None:
+        apply_attack_option(cfg, args.attack)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(
             f'checkpoint file {args.checkpoint} does not exist')
