@@ -19,13 +19,13 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmprune  # noqa: E402,F401
 from mmdet.registry import MODELS, OPTIM_WRAPPERS  # noqa: E402
 from mmdet.structures import DetDataSample  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.structures import InstanceData  # noqa: E402
 
+import mmprune  # noqa: E402,F401
 from mmprune.core import CostModel, install_masks  # noqa: E402
 from mmprune.engine.hooks import trace_detector  # noqa: E402
 

@@ -30,8 +30,12 @@ from torch import nn
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmprune.core import (CostModel, discover_groups, hw_loss,  # noqa: E402
-                          install_masks)
+from mmprune.core import (  # noqa: E402
+    CostModel,
+    discover_groups,
+    hw_loss,
+    install_masks,
+)
 from mmprune.datasets import make_synthetic_kitti  # noqa: E402
 from mmprune.datasets.kitti_io import read_label_file  # noqa: E402
 

@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmprune.datasets import (KittiDataset, KittiLabelError,
-                              make_synthetic_kitti, read_label_file)
+from mmprune.datasets import (
+    KittiDataset,
+    KittiLabelError,
+    make_synthetic_kitti,
+    read_label_file,
+)
 from mmprune.datasets.kitti_io import parse_label_line
 
 LINES = [

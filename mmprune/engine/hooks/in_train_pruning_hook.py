@@ -18,13 +18,18 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmdet.registry import HOOKS
 
-from mmprune.core import (HW_LOSS_FORMS, CostModel, discover_groups,
-                          install_masks, project_to_target)
+from mmprune.core import (
+    HW_LOSS_FORMS,
+    CostModel,
+    discover_groups,
+    install_masks,
+    project_to_target,
+)
 
 #: Attribute under which the MaskSet is registered in the detector, so the
 #: masks are saved and loaded with the model's state dict.

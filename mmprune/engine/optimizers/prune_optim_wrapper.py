@@ -21,9 +21,9 @@ from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
+from mmdet.registry import OPTIM_WRAPPERS
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIMIZERS
-from mmdet.registry import OPTIM_WRAPPERS
 
 from mmprune.core import CostModel, MaskSet, hw_loss
 
