@@ -33,8 +33,14 @@ from .plan import (
 )
 from .projection import ProjectionReport, project_to_target
 from .ste import binarize
+from .surgery import (ChannelSpec, ModuleChannels, apply_channel_spec,
+                      channel_spec, kept_channels, kept_positions,
+                      module_widths, prune_model, register_channel_slicer)
 
 __all__ = [
+    'ChannelSpec', 'ModuleChannels', 'apply_channel_spec', 'channel_spec',
+    'kept_channels', 'kept_positions', 'module_widths', 'prune_model',
+    'register_channel_slicer',
     'fgsm_random_init', 'pgd', 'preserve_buffers',
     'binarize',
     'ChannelMask',

@@ -1,5 +1,5 @@
 """MMEngine glue: hooks, optimizer wrappers, loops, checkpoint loading."""
-from . import adversarial, hooks, optimizers, runner  # noqa: F401
+from . import adversarial, export, hooks, optimizers, report, runner  # noqa: F401
 from .checkpoint import allow_mmengine_checkpoints
 
 allow_mmengine_checkpoints()

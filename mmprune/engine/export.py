@@ -397,6 +397,7 @@ class ExportResult:
     frozen: bool
     max_abs_diff: Optional[float] = None
     spec: ChannelSpec = field(default_factory=ChannelSpec, repr=False)
+    notes: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few readable lines for the console."""
@@ -415,6 +416,7 @@ class ExportResult:
         if not self.frozen:
             lines.append('  note: the masks were not frozen; exported at '
                          'their current binarisation')
+        lines += [f'  note: {n}' for n in self.notes]
         if self.max_abs_diff is not None:
             lines.append(f'  max |exported - masked| raw outputs: '
                          f'{self.max_abs_diff:.3g}')
@@ -531,6 +533,11 @@ def export_pruned(config: Union[str, Config], checkpoint: str, out_dir: str,
         macs_after=int(round(float(cm.macs(b)))), pruned_channels=pruned,
         total_channels=total, frozen=bool(ms.frozen), max_abs_diff=diff,
         spec=spec)
+    if not md.hook['found']:
+        res.notes.append(
+            f'{md.config} has no {HOOK_TYPE}; traced with its defaults '
+            f'(skip={md.hook["skip"]}, threshold={md.hook["threshold"]}, '
+            f'min_channels={md.hook["min_channels"]})')
     if log is not None:
         log(res.summary())
     return res

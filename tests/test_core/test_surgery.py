@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mmprune.core import CostModel, discover_groups, install_masks
+from mmprune.core.plan import Segment
 from mmprune.core.surgery import (
     ChannelSpec,
     ModuleChannels,
@@ -17,7 +18,6 @@ from mmprune.core.surgery import (
     prune_model,
     register_channel_slicer,
 )
-from mmprune.core.plan import Segment
 
 from .nets import count_macs, randomise, slice_model
 from .test_cost import CASES, binaries_for
@@ -59,6 +59,18 @@ def test_pruned_model_equals_masked_model(case):
     for name, mc in spec.modules.items():
         assert mc.in_kept is not None or mc.out_kept is not None
     assert set(spec.modules) <= set(plan.layers)
+
+
+def test_mask_hooks_must_be_removed_first():
+    net = randomise(CASES['chain'][0]())
+    plan = discover_groups(net, X)
+    b = binaries_for(plan, CASES['chain'][1])
+    ms = install_masks(net, plan)
+    with pytest.raises(RuntimeError, match='still carries a mask hook'):
+        prune_model(copy.deepcopy(net), plan, b)
+    ms.remove()
+    prune_model(net, plan, b)
+    assert net.b1[0].out_channels == 5
 
 
 def test_depthwise_and_deconv_attributes():

@@ -17,9 +17,13 @@ from mmengine.runner.checkpoint import load_checkpoint
 
 import mmprune  # noqa: F401
 from mmprune.core import CostModel, install_masks
-from mmprune.engine.export import (ExportError, example_batch,
-                                   export_pruned, exported_config,
-                                   flatten_outputs)
+from mmprune.engine.export import (
+    ExportError,
+    example_batch,
+    export_pruned,
+    exported_config,
+    flatten_outputs,
+)
 from mmprune.engine.hooks.in_train_pruning_hook import trace_detector
 from tests.dropin import DETECTORS, ROOT, tiny_config
 from tests.test_core.nets import count_macs
@@ -69,6 +73,7 @@ def masked_checkpoint(cfg, path, shape=None, seed=0, keep_all=False,
     random masks the way the pruning hook does (``prune_masks``), save a
     runner-style checkpoint; returns (model with masks on, plan, binaries,
     trace input, samples)."""
+    torch.manual_seed(seed)  # the detector's own weight init
     model = mild_bn(build(cfg), seed=seed)
     x, samples = example_batch(cfg, model, shape)
     plan = trace_detector(model, x, samples, skip)
@@ -131,7 +136,6 @@ def assert_same_detections(got, ref, box_tol, min_isolated=3):
     cut = max(float(got['scores'].min()), float(ref['scores'].min())) + 1e-5
     for a, b in ((got, ref), (ref, got)):
         idx = isolated(a['scores'], cut)
-        print(f'{len(idx)} isolated detections of {len(a["scores"])}')
         assert len(idx) >= min_isolated, a['scores']
         for i in idx:
             ok = ((b['labels'] == a['labels'][i])
@@ -351,3 +355,15 @@ def test_round_trip_through_tools_test(kitti_root, tmp_path):
     for a, b in zip(p1, p2):
         assert_same_detections(b['pred_instances'], a['pred_instances'],
                                box_tol=1e-2)
+
+
+def test_config_without_the_hook_uses_its_defaults(centernet_cfg, tmp_path):
+    ckpt = str(tmp_path / 'm.pth')
+    _, plan, b, _, _ = masked_checkpoint(centernet_cfg, ckpt, (64, 64))
+    plain = copy.deepcopy(centernet_cfg)
+    plain.custom_hooks = plain.custom_hooks[:-1]
+    res = export_pruned(plain, ckpt, str(tmp_path / 'out'),
+                        input_shape=(64, 64), log=None)
+    assert res.psi == pytest.approx(float(CostModel(plan).psi(b)))
+    assert any('has no InTrainPruningHook' in n for n in res.notes)
+    assert 'note: ' in res.summary()

@@ -302,16 +302,36 @@ class DLAUpNeck(BaseModule):
             [2**i for i in range(last_level - first_level)], use_dcn,
             conv_cfg, norm_cfg)
 
+    def input_widths(self) -> dict:
+        """``{level: channels}`` the neck's layers read from the backbone.
+
+        Read off the layers rather than ``in_channels``, so that a neck whose
+        channels were pruned (``mmprune`` export) checks the widths it was
+        sliced to. Levels below ``first_level`` are not read.
+        """
+        num = len(self.in_channels) - self.first_level
+        widths = {}
+        for i in range(num - 1):
+            # Stage ida_i projects raw level first_level + num - 1 - i.
+            proj = getattr(self.dla_up, f'ida_{i}').proj_1.conv
+            widths[self.first_level + num - 1 - i] = proj.in_channels
+        # The shallowest level is added, unprojected, to the last stage's
+        # upsampled projection.
+        last = getattr(self.dla_up, f'ida_{num - 2}')
+        widths[self.first_level] = last.proj_1.conv.out_channels
+        return widths
+
     def _check_inputs(self, feats: Sequence[torch.Tensor]) -> None:
         """Raise if ``feats`` are not the 6 consistent DLA levels."""
         if len(feats) != len(self.in_channels):
             raise ValueError(
                 f'DLAUpNeck: expected {len(self.in_channels)} backbone levels '
                 f'(backbone out_indices=(0, 1, 2, 3, 4, 5)), got {len(feats)}')
+        widths = self.input_widths()
         for i, x in enumerate(feats):
-            if x.dim() != 4 or x.shape[1] != self.in_channels[i]:
+            if x.dim() != 4 or x.shape[1] != widths.get(i, x.shape[1]):
                 raise ValueError(
-                    f'DLAUpNeck: level {i} must be [N, {self.in_channels[i]}, '
+                    f'DLAUpNeck: level {i} must be [N, {widths.get(i, "C")}, '
                     f'H, W], got {tuple(x.shape)}')
         for i in range(self.first_level, len(feats) - 1):
             h, w = feats[i].shape[-2:]

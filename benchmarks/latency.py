@@ -1,0 +1,207 @@
+"""CPU latency of the unpruned detector vs its physically pruned export.
+
+For each DCN setting and each ``psi`` target: build the config's detector,
+trace it at the test shape, make masks *without training* (seeded random
+mask values ``M ~ U(0, 1)``, projected onto the target with
+``project_to_target``), remove the pruned channels (the export's surgery) and
+time the raw forward (``model._forward``: backbone, neck and head convs; the
+top-k decoding is the same for both) at batch 1 after a warm-up::
+
+    OMP_NUM_THREADS=1 python benchmarks/latency.py   # DLA-34, 384 x 1280
+    python benchmarks/latency.py --psi 0.5 --dcn off --runs 3 --shape 128 416
+
+mmcv's deformable conv has no fast CPU kernel, so the default measures both
+``use_dcn`` as configured (True for CenterNet DLA-34) and ``use_dcn=False``.
+Goals (CenterNet DLA-34): speedup >= 1.6x at psi 0.5, >= 2.5x at psi 0.3.
+Prints one JSON object and a one-line summary per setting.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+GOALS = {0.5: 1.6, 0.3: 2.5}
+
+
+def parse_args(argv=None):
+    """Parse the benchmark flags."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--config', default='configs/centernet_dla34_kitti.py')
+    p.add_argument('--psi', type=float, nargs='+', default=[0.5, 0.3])
+    p.add_argument('--shape', type=int, nargs=2, default=[384, 1280],
+                   metavar=('H', 'W'))
+    p.add_argument('--runs', type=int, default=5)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch CPU threads (default 1: a quiet, comparable '
+                   'number on a shared machine)')
+    p.add_argument('--dcn', choices=['both', 'config', 'off'],
+                   default='both', help="neck DCN: as configured, off, or "
+                   "both (default)")
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--mask-values', choices=sorted(MASK_VALUES),
+                   default='uniform',
+                   help='random mask values before the projection: '
+                   "'uniform' U(0, 1) (default) or 'kept' U(0.5, 1), where "
+                   'the projection alone picks the channels, cheapest '
+                   'M / cost first')
+    p.add_argument('--out', help='also write the JSON here')
+    return p.parse_args(argv)
+
+
+def _stats(times):
+    return dict(median_ms=round(statistics.median(times), 2),
+                mean_ms=round(statistics.mean(times), 2),
+                min_ms=round(min(times), 2),
+                runs_ms=[round(t, 2) for t in times])
+
+
+def time_interleaved(fns, runs: int, warmup: int):
+    """Latencies (ms) of several callables, run in turns.
+
+    Each round times every callable once, in a rotating order, so that load
+    from other processes on a shared machine hits all of them alike.
+    """
+    times = [[] for _ in fns]
+    with torch.inference_mode():
+        for fn in fns:
+            for _ in range(warmup):
+                fn()
+        for r in range(runs):
+            for k in range(len(fns)):
+                i = (k + r) % len(fns)
+                t = time.perf_counter()
+                fns[i]()
+                times[i].append(1e3 * (time.perf_counter() - t))
+    return [_stats(t) for t in times]
+
+
+MASK_VALUES = {
+    'uniform': (0.0, 1.0),  # about half the channels start pruned
+    'kept': (0.5, 1.0),  # all start kept; the projection drops by M / cost
+}
+
+
+def random_projected_masks(plan, cost_model, psi: float, seed: int,
+                           values: str = 'uniform'):
+    """Frozen binaries: seeded ``M ~ U(lo, hi)`` per channel (``values``,
+    see `MASK_VALUES`; threshold 0.5), projected onto ``psi``."""
+    from mmprune.core import MaskSet, project_to_target
+    lo, hi = MASK_VALUES[values]
+    ms = MaskSet(plan)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name in ms.group_names:
+            m = ms.mask(name).mask
+            m.copy_(lo + (hi - lo) * torch.rand(m.shape, generator=g))
+    rep = project_to_target(ms, cost_model, psi, tol=0.01)
+    return {k: v.detach().clone() for k, v in ms.binaries().items()}, rep
+
+
+def bench_setting(cfg_path: str, use_dcn, args) -> dict:
+    """Dense vs pruned latency for one DCN setting (None: as configured)."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmprune.core import CostModel
+    from mmprune.core.surgery import prune_model
+    from mmprune.engine.export import example_batch
+    from mmprune.engine.hooks.in_train_pruning_hook import trace_detector
+
+    cfg = Config.fromfile(cfg_path)
+    if use_dcn is not None:
+        cfg.model.neck.use_dcn = use_dcn
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    dense = MODELS.build(cfg.model).eval()
+    x, samples = example_batch(cfg, dense, args.shape)
+    plan = trace_detector(dense, x, samples)
+    cm = CostModel(plan)
+    n_params = sum(p.numel() for p in dense.parameters())
+
+    def run(model):
+        return lambda: model._forward(x, samples)
+
+    models, pruned = [dense], []
+    for psi in args.psi:
+        b, rep = random_projected_masks(plan, cm, psi, args.seed,
+                                        args.mask_values)
+        small = copy.deepcopy(dense)
+        prune_model(small, plan, b)
+        models.append(small)
+        pruned.append(dict(
+            psi_target=psi, psi=float(cm.psi(b)),
+            params=sum(p.numel() for p in small.parameters()),
+            macs=int(round(float(cm.macs(b)))),
+            projection=dict(psi_before=round(rep.psi_before, 4),
+                            dropped=rep.dropped, restored=rep.restored)))
+    lat = time_interleaved([run(m) for m in models], args.runs, args.warmup)
+    for p, t in zip(pruned, lat[1:]):
+        p['latency'] = t
+        p['speedup'] = round(lat[0]['median_ms'] / t['median_ms'], 3)
+        p['speedup_min'] = round(lat[0]['min_ms'] / t['min_ms'], 3)
+        goal = GOALS.get(round(p['psi_target'], 3))
+        p['goal'] = goal
+        p['goal_met'] = None if goal is None else p['speedup'] >= goal
+    return dict(use_dcn=bool(cfg.model.neck.get('use_dcn', False)),
+                params_dense=n_params, macs_dense=int(cm.dense_macs),
+                dense=lat[0], pruned=pruned)
+
+
+def main(argv=None):
+    """Run every setting; print and return the JSON-able results."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import mmprune  # noqa: F401
+    settings = {'both': [None, False], 'config': [None],
+                'off': [False]}[args.dcn]
+    out = dict(
+        benchmark='latency', config=args.config, input_shape=[1, 3] +
+        list(args.shape), batch=1, threads=args.threads, runs=args.runs,
+        warmup=args.warmup, torch=torch.__version__,
+        cpu=platform.processor() or platform.machine(),
+        masks='untrained: seeded random mask values M ~ U'
+        f'{MASK_VALUES[args.mask_values]} (--mask-values '
+        f'{args.mask_values}), projected onto psi_target with '
+        'mmprune.core.project_to_target (tol 0.01)',
+        timed='model._forward (raw head outputs), torch.inference_mode; '
+        'models timed in turns; speedup = dense median / pruned median',
+        results=[])
+    for use_dcn in settings:
+        if use_dcn is False and out['results'] and \
+                not out['results'][0]['use_dcn']:
+            continue  # the config has no DCN: "off" is what we measured
+        out['results'].append(bench_setting(args.config, use_dcn, args))
+    print(json.dumps(out, indent=1))
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            json.dump(out, f, indent=1)
+    for r in out['results']:
+        d = r['dense']['median_ms']
+        parts = []
+        for p in r['pruned']:
+            goal = '' if p['goal'] is None else (
+                f"; goal {p['goal']}x "
+                f"{'met' if p['goal_met'] else 'MISSED'}")
+            parts.append(
+                f"psi {p['psi']:.3f}: {p['latency']['median_ms']:.0f} ms, "
+                f"{p['speedup']:.2f}x (params {p['params'] / 1e6:.1f} M, "
+                f"MACs {p['macs'] / 1e9:.1f} G{goal})")
+        print(f"latency use_dcn={r['use_dcn']}: dense {d:.0f} ms "
+              f"(params {r['params_dense'] / 1e6:.1f} M, MACs "
+              f"{r['macs_dense'] / 1e9:.1f} G); " + '; '.join(parts))
+    return out
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,1 @@
+"""mmprune.models.plugins."""
