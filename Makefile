@@ -7,7 +7,9 @@ PIN    := -c requirements/constraints.txt
 STAMP  := $(VENV)/.mmprune-installed
 DEMO_DATA   := data/kitti_synth
 DEMO_WORK   := work_dirs/demo
-DEMO_CONFIG := configs/demo/centernet_dla34_kitti_demo.py
+DEMO_BASE   := configs/demo/centernet_dla34_kitti_demo.py
+DEMO_CONFIG := configs/demo/centernet_dla34_prune50_demo.py
+DEMO_EXPORT := $(DEMO_WORK)/export
 export MAX_JOBS ?= 2
 export OMP_NUM_THREADS ?= 2
 
@@ -26,11 +28,20 @@ $(STAMP): setup.py requirements/*.txt
 	$(PY) -c "import mmcv.ops, mmdet, mmprune; print('mmprune env ready')"
 	@touch $(STAMP)
 
+# The flagship, CPU-sized: train CenterNet DLA-34 with in-train pruning to
+# 50 % MACs on synthetic KITTI, test with the KITTI metric, export the small
+# model, compare it with the unpruned one and write the pruning report.
 demo: $(STAMP)
 	$(PY) tools/misc/make_synthetic_kitti.py $(DEMO_DATA) --skip-existing
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_WORK)
 	$(PY) tools/test.py $(DEMO_CONFIG) "$$(cat $(DEMO_WORK)/last_checkpoint)" \
 	    --work-dir $(DEMO_WORK)
+	$(PY) tools/export_pruned.py $(DEMO_CONFIG) "$$(cat $(DEMO_WORK)/last_checkpoint)" \
+	    --out $(DEMO_EXPORT)
+	$(PY) tools/test.py $(DEMO_EXPORT)/config.py $(DEMO_EXPORT)/model.pth \
+	    --work-dir $(DEMO_EXPORT)
+	$(PY) tools/analysis_tools/compare_export.py $(DEMO_BASE) $(DEMO_EXPORT)
+	$(PY) tools/analysis_tools/prune_report.py $(DEMO_WORK) --out $(DEMO_WORK)/report
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

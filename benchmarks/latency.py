@@ -22,9 +22,7 @@ import copy
 import json
 import os.path as osp
 import platform
-import statistics
 import sys
-import time
 
 import torch
 
@@ -59,33 +57,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _stats(times):
-    return dict(median_ms=round(statistics.median(times), 2),
-                mean_ms=round(statistics.mean(times), 2),
-                min_ms=round(min(times), 2),
-                runs_ms=[round(t, 2) for t in times])
-
-
-def time_interleaved(fns, runs: int, warmup: int):
-    """Latencies (ms) of several callables, run in turns.
-
-    Each round times every callable once, in a rotating order, so that load
-    from other processes on a shared machine hits all of them alike.
-    """
-    times = [[] for _ in fns]
-    with torch.inference_mode():
-        for fn in fns:
-            for _ in range(warmup):
-                fn()
-        for r in range(runs):
-            for k in range(len(fns)):
-                i = (k + r) % len(fns)
-                t = time.perf_counter()
-                fns[i]()
-                times[i].append(1e3 * (time.perf_counter() - t))
-    return [_stats(t) for t in times]
-
-
 MASK_VALUES = {
     'uniform': (0.0, 1.0),  # about half the channels start pruned
     'kept': (0.5, 1.0),  # all start kept; the projection drops by M / cost
@@ -118,6 +89,7 @@ def bench_setting(cfg_path: str, use_dcn, args) -> dict:
     from mmprune.core.surgery import prune_model
     from mmprune.engine.export import example_batch
     from mmprune.engine.hooks.in_train_pruning_hook import trace_detector
+    from mmprune.engine.report import time_interleaved
 
     cfg = Config.fromfile(cfg_path)
     if use_dcn is not None:

@@ -16,6 +16,8 @@ import glob
 import json
 import os
 import os.path as osp
+import statistics
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -332,3 +334,70 @@ def write_report(rep: PruneReport, out_dir: str) -> Dict[str, str]:
 __all__ = ['complexity', 'MAC_OPERATORS', 'DEFORM_OPS', 'PruneReport',
            'read_scalars', 'collect_report', 'markdown_table',
            'plot_kept_ratio', 'plot_curves', 'write_report']
+
+
+def _stats(times):
+    """Median, mean, min and all runs of latencies in ms."""
+    return dict(median_ms=round(statistics.median(times), 2),
+                mean_ms=round(statistics.mean(times), 2),
+                min_ms=round(min(times), 2),
+                runs_ms=[round(t, 2) for t in times])
+
+
+def time_interleaved(fns, runs: int, warmup: int):
+    """Latencies (ms) of several callables, run in turns.
+
+    Each round times every callable once, in a rotating order, so that load
+    from other processes on a shared machine hits all of them alike.
+    """
+    times = [[] for _ in fns]
+    with torch.inference_mode():
+        for fn in fns:
+            for _ in range(warmup):
+                fn()
+        for r in range(runs):
+            for k in range(len(fns)):
+                i = (k + r) % len(fns)
+                t = time.perf_counter()
+                fns[i]()
+                times[i].append(1e3 * (time.perf_counter() - t))
+    return [_stats(t) for t in times]
+
+
+def compare_with_export(config: str, export_dir: str, runs: int = 5,
+                        warmup: int = 2) -> Dict[str, Any]:
+    """Params, MACs and CPU latency: the dense detector vs its export.
+
+    ``config`` builds the unpruned detector (random weights: latency does
+    not depend on them); ``export_dir`` holds ``config.py`` + ``model.pth``
+    from ``tools/export_pruned.py``. Both run ``_forward`` on the first
+    batch of the export's test dataloader, batch 1, timed in turns.
+    """
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    from .export import example_batch
+
+    small_cfg = Config.fromfile(osp.join(export_dir, 'config.py'))
+    dense_cfg = Config.fromfile(config)
+    init_default_scope(small_cfg.get('default_scope', 'mmdet'))
+    small = MODELS.build(small_cfg.model).eval()
+    load_checkpoint(small, osp.join(export_dir, 'model.pth'),
+                    map_location='cpu', strict=True, logger='silent')
+    dense = MODELS.build(dense_cfg.model).eval()
+    x, samples = example_batch(small_cfg, small)
+    out = dict(input_shape=list(x.shape))
+    for key, model in (('dense', dense), ('exported', small)):
+        c = complexity(model, x, samples)
+        out[key] = dict(params=c['params'], macs=c['macs'])
+    lat = time_interleaved([lambda: dense._forward(x, samples),
+                            lambda: small._forward(x, samples)], runs,
+                           warmup)
+    out['dense']['latency'] = lat[0]
+    out['exported']['latency'] = lat[1]
+    out['speedup'] = round(lat[0]['median_ms'] / lat[1]['median_ms'], 3)
+    out['macs_ratio'] = round(out['exported']['macs'] /
+                              out['dense']['macs'], 4)
+    return out
