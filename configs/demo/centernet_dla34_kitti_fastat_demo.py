@@ -3,12 +3,7 @@
 # eps = 2/255 and alpha = 2.5/255 ([0, 1] pixel units). The test loop reports
 # clean and PGD (eps 2/255, alpha 0.5/255, 20 steps) KITTI AP side by side;
 # a FastAT step costs about two clean ones.
-_base_ = ['./centernet_dla34_kitti_demo.py']
+_base_ = ['./centernet_dla34_kitti_demo.py', '../_base_/adversarial/fastat_pgd.py']
 
-train_cfg = dict(
-    type='AdversarialEpochBasedTrainLoop',
-    attack=dict(type='FastAT', eps=2 / 255, alpha=2.5 / 255))
-test_cfg = dict(
-    type='AdversarialTestLoop',
-    attack=dict(type='PGD', eps=2 / 255, alpha=0.5 / 255, steps=20,
-                random_start=True))
+train_cfg = {{_base_.fastat_train_loop}}
+test_cfg = {{_base_.pgd_test_loop}}

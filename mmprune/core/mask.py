@@ -149,6 +149,16 @@ def _key(group: str) -> str:
     return group.replace('.', '-') if group else '-'
 
 
+class _PluginHandle:
+    """Undoes ``set_channel_mask`` like a hook handle's ``remove()``."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def remove(self) -> None:
+        self.module.set_channel_mask(None)
+
+
 class MaskSet(nn.Module):
     """One `ChannelMask` per prunable group of a plan, and their hooks.
 
@@ -236,14 +246,25 @@ class MaskSet(nn.Module):
                     f'is not a module of {type(model).__name__}'
                 )
             layer = self.plan.layers[site]
+            module = modules[site]
+            if hasattr(module, 'set_channel_mask'):
+                # A layer that applies masks in its own forward (the
+                # registered MaskedBN plugin) gets the multiplier itself.
+                module.set_channel_mask(self._multiplier_fn(
+                    entries, layer.out_channels))
+                self._handles.append(_PluginHandle(module))
+                continue
             self._handles.append(
-                modules[site].register_forward_hook(
+                module.register_forward_hook(
                     self._make_hook(
                         site, layer.out_channels, layer.channel_dim, entries
                     )
                 )
             )
         return self
+
+    def _multiplier_fn(self, entries, width):
+        return lambda: self.site_multiplier(entries, width)
 
     def remove(self) -> None:
         """Remove the hooks; the model computes its unmasked function again."""
