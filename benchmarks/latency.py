@@ -53,6 +53,9 @@ def parse_args(argv=None):
                    "'uniform' U(0, 1) (default) or 'kept' U(0.5, 1), where "
                    'the projection alone picks the channels, cheapest '
                    'M / cost first')
+    p.add_argument('--channel-multiple', type=int, default=1,
+                   help='round kept channels per group to this multiple '
+                   '(the hook\'s channel_multiple)')
     p.add_argument('--out', help='also write the JSON here')
     return p.parse_args(argv)
 
@@ -64,7 +67,7 @@ MASK_VALUES = {
 
 
 def random_projected_masks(plan, cost_model, psi: float, seed: int,
-                           values: str = 'uniform'):
+                           values: str = 'uniform', channel_multiple: int = 1):
     """Frozen binaries: seeded ``M ~ U(lo, hi)`` per channel (``values``,
     see `MASK_VALUES`; threshold 0.5), projected onto ``psi``."""
     from mmprune.core import MaskSet, project_to_target
@@ -75,7 +78,8 @@ def random_projected_masks(plan, cost_model, psi: float, seed: int,
         for name in ms.group_names:
             m = ms.mask(name).mask
             m.copy_(lo + (hi - lo) * torch.rand(m.shape, generator=g))
-    rep = project_to_target(ms, cost_model, psi, tol=0.01)
+    rep = project_to_target(ms, cost_model, psi, tol=0.01,
+                            channel_multiple=channel_multiple)
     return {k: v.detach().clone() for k, v in ms.binaries().items()}, rep
 
 
@@ -107,7 +111,8 @@ def bench_setting(cfg_path: str, use_dcn, args) -> dict:
     models, pruned = [dense], []
     for psi in args.psi:
         b, rep = random_projected_masks(plan, cm, psi, args.seed,
-                                        args.mask_values)
+                                        args.mask_values,
+                                        args.channel_multiple)
         small = copy.deepcopy(dense)
         prune_model(small, plan, b)
         models.append(small)
@@ -140,7 +145,8 @@ def main(argv=None):
     out = dict(
         benchmark='latency', config=args.config, input_shape=[1, 3] +
         list(args.shape), batch=1, threads=args.threads, runs=args.runs,
-        warmup=args.warmup, torch=torch.__version__,
+        warmup=args.warmup, channel_multiple=args.channel_multiple,
+        torch=torch.__version__,
         cpu=platform.processor() or platform.machine(),
         masks='untrained: seeded random mask values M ~ U'
         f'{MASK_VALUES[args.mask_values]} (--mask-values '

@@ -139,3 +139,26 @@ def test_projection_without_freeze_and_bad_args():
         project_to_target(ms, cm, 1.5)
     with pytest.raises(ValueError, match='tol'):
         project_to_target(ms, cm, 0.5, tol=0.6)
+
+
+def test_channel_multiple_rounds_kept_counts_and_respects_target():
+    from mmprune.core import CostModel, MaskSet, discover_groups, project_to_target
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 40, 3, padding=1), torch.nn.BatchNorm2d(40),
+        torch.nn.ReLU(), torch.nn.Conv2d(40, 48, 3, padding=1),
+        torch.nn.BatchNorm2d(48), torch.nn.ReLU(),
+        torch.nn.Conv2d(48, 5, 1))
+    plan = discover_groups(net, torch.rand(1, 3, 8, 8))
+    cost = CostModel(plan)
+    ms = MaskSet(plan)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name in ms.group_names:
+            ms.mask(name).mask.copy_(torch.rand(plan.groups[name].size))
+    rep = project_to_target(ms, cost, 0.5, tol=0.1, channel_multiple=8)
+    assert rep.psi_after <= 0.5 + 1e-9
+    for name, kept in rep.kept_after.items():
+        assert kept % 8 == 0 or kept == plan.groups[name].size, (name, kept)
+    assert float(cost.psi(ms.binaries())) == pytest.approx(rep.psi_after)
+    with pytest.raises(ValueError, match='channel_multiple'):
+        project_to_target(MaskSet(plan), cost, 0.5, channel_multiple=0)

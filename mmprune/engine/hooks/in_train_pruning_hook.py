@@ -88,6 +88,9 @@ class InTrainPruningHook(Hook):
         cost: ``'macs'`` (default) or ``'params'``.
         input_shape: ``(H, W)`` at which MACs are counted; ``None``: the
             padded shape of the first training batch.
+        channel_multiple: round every group's kept channels to a multiple
+            of this at freeze (8 or 16 turn MACs into more real speed-up on
+            CPU / GPU kernels); 1 keeps exact counts.
     """
 
     priority = 'ABOVE_NORMAL'
@@ -106,7 +109,8 @@ class InTrainPruningHook(Hook):
                  enforce_target_at_freeze: bool = True,
                  tolerance: float = 0.02,
                  cost: str = 'macs',
-                 input_shape: Optional[Sequence[int]] = None) -> None:
+                 input_shape: Optional[Sequence[int]] = None,
+                 channel_multiple: int = 1) -> None:
         key = 'custom_hooks.InTrainPruningHook'
         if not 0.0 < float(psi_target) <= 1.0:
             raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
@@ -139,6 +143,10 @@ class InTrainPruningHook(Hook):
         self.tolerance = tolerance
         self.cost = cost
         self.input_shape = input_shape
+        if int(channel_multiple) < 1:
+            raise ValueError(f'{key}.channel_multiple must be an int >= 1, '
+                             f'got {channel_multiple!r}')
+        self.channel_multiple = int(channel_multiple)
         self.maskset = None
         self.cost_model = None
         self.plan = None
@@ -308,7 +316,8 @@ class InTrainPruningHook(Hook):
             self.maskset.attach(_unwrap(runner.model))
         if self.enforce:
             rep = project_to_target(self.maskset, self.cost_model,
-                                    self.psi_target, self.tolerance)
+                                    self.psi_target, self.tolerance,
+                                    channel_multiple=self.channel_multiple)
             self.freeze_report = rep
             runner.logger.info(
                 f'InTrainPruningHook: masks frozen; psi {rep.psi_before:.4f}'
