@@ -157,9 +157,12 @@ class InTrainPruningHook(Hook):
 
     # -- set-up --------------------------------------------------------------
     def _example_batch(self, runner, mode: str):
-        loader = runner.train_dataloader if mode == 'train' else (
-            runner.test_dataloader if mode == 'test' else
-            runner.val_dataloader)
+        if mode == 'train':
+            loader = runner.train_dataloader
+        elif runner._test_dataloader is not None:
+            loader = runner.test_dataloader
+        else:
+            loader = runner.val_dataloader
         batch = next(iter(loader))
         model = _unwrap(runner.model)
         data = model.data_preprocessor(batch, False)
