@@ -333,31 +333,34 @@ class InTrainPruningHook(Hook):
             runner.logger.info(f'InTrainPruningHook: masks frozen at psi '
                                f'{psi:.4f} (no projection)')
 
+    def _mask_state(self):
+        """``(psi, pruned channel count)`` from one pass over the masks."""
+        if not self.maskset.attached:
+            return 1.0, 0
+        with torch.no_grad():
+            binaries = self.maskset.binaries()
+            psi = float(self.cost_model.psi(binaries))
+            pruned = int(sum((b == 0).sum() for b in binaries.values()))
+        return psi, pruned
+
     def current_psi(self) -> float:
         """psi of the current binary masks (1.0 while masks are off)."""
-        if not self.maskset.attached:
-            return 1.0
-        with torch.no_grad():
-            return float(self.cost_model.psi(self.maskset.binaries()))
+        return self._mask_state()[0]
 
     def pruned_channels(self) -> int:
         """Channels whose binary mask is 0 (0 while masks are off)."""
-        if not self.maskset.attached:
-            return 0
-        with torch.no_grad():
-            return int(sum((b == 0).sum() for b in
-                           self.maskset.binaries().values()))
+        return self._mask_state()[1]
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
         """Write psi, loss_hw and the pruned channel count to the hub."""
         hub = runner.message_hub
-        psi = self.current_psi()
+        psi, pruned = self._mask_state()
         wrapper = runner.optim_wrapper
         loss_hw = wrapper.last_loss_hw if wrapper.prune_active else 0.0
         hub.update_scalar('train/psi', psi)
         hub.update_scalar('train/loss_hw', loss_hw)
-        hub.update_scalar('train/pruned_channels', self.pruned_channels())
+        hub.update_scalar('train/pruned_channels', pruned)
 
     def after_train(self, runner) -> None:
         """Freeze at the end of training when the window reaches it."""
@@ -368,10 +371,11 @@ class InTrainPruningHook(Hook):
     # -- checkpoints ---------------------------------------------------------
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Store the schedule state and the final psi in ``meta``."""
+        psi, pruned = self._mask_state()
         checkpoint.setdefault('meta', {})['prune'] = dict(
-            psi=self.current_psi(), psi_target=self.psi_target,
+            psi=psi, psi_target=self.psi_target,
             started=self.started, frozen=bool(self.maskset.frozen),
-            b=self.b_value, pruned_channels=self.pruned_channels())
+            b=self.b_value, pruned_channels=pruned)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Restore the schedule state; re-attach masks that were running.
