@@ -33,9 +33,17 @@ from .plan import (
 )
 from .projection import ProjectionReport, project_to_target
 from .ste import binarize
-from .surgery import (ChannelSpec, ModuleChannels, apply_channel_spec,
-                      channel_spec, kept_channels, kept_positions,
-                      module_widths, prune_model, register_channel_slicer)
+from .surgery import (
+    ChannelSpec,
+    ModuleChannels,
+    apply_channel_spec,
+    channel_spec,
+    kept_channels,
+    kept_positions,
+    module_widths,
+    prune_model,
+    register_channel_slicer,
+)
 
 __all__ = [
     'ChannelSpec', 'ModuleChannels', 'apply_channel_spec', 'channel_spec',
