@@ -1,6 +1,6 @@
 """CPU latency of the unpruned detector vs its physically pruned export.
 
-For each DCN setting and each ``psi`` target: build the config's detector,
+For each neck setting and each ``psi`` target: build the config's detector,
 trace it at the test shape, make masks *without training* (seeded random
 mask values ``M ~ U(0, 1)``, projected onto the target with
 ``project_to_target``), remove the pruned channels (the export's surgery) and
@@ -8,10 +8,13 @@ time the raw forward (``model._forward``: backbone, neck and head convs; the
 top-k decoding is the same for both) at batch 1 after a warm-up::
 
     OMP_NUM_THREADS=1 python benchmarks/latency.py   # DLA-34, 384 x 1280
-    python benchmarks/latency.py --psi 0.5 --dcn off --runs 3 --shape 128 416
+    python benchmarks/latency.py --psi 0.5 --neck plain --runs 3 --shape 128 416
 
-mmcv's deformable conv has no fast CPU kernel, so the default measures both
-``use_dcn`` as configured (True for CenterNet DLA-34) and ``use_dcn=False``.
+Neck settings (``--neck``, several allowed): ``config`` as the config builds
+it (CenterNet DLA-34: DCNv2 as ``DCNv2Torch``, mmcv's layer with a torch CPU
+forward), ``dcn-mmcv`` (the same layers on mmcv's CPU kernel, which does not
+shrink with the channels), ``plain`` (``use_dcn=False``). Default: config and
+plain.
 Goals (CenterNet DLA-34): speedup >= 1.6x at psi 0.5, >= 2.5x at psi 0.3.
 Prints one JSON object and a one-line summary per setting.
 """
@@ -43,9 +46,9 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=1,
                    help='torch CPU threads (default 1: a quiet, comparable '
                    'number on a shared machine)')
-    p.add_argument('--dcn', choices=['both', 'config', 'off'],
-                   default='both', help="neck DCN: as configured, off, or "
-                   "both (default)")
+    p.add_argument('--neck', choices=sorted(NECKS), nargs='+',
+                   default=['config', 'plain'],
+                   help='neck settings to time (default: config plain)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--mask-values', choices=sorted(MASK_VALUES),
                    default='uniform',
@@ -53,12 +56,19 @@ def parse_args(argv=None):
                    "'uniform' U(0, 1) (default) or 'kept' U(0.5, 1), where "
                    'the projection alone picks the channels, cheapest '
                    'M / cost first')
-    p.add_argument('--channel-multiple', type=int, default=1,
+    p.add_argument('--channel-multiple', type=int, default=16,
                    help='round kept channels per group to this multiple '
-                   '(the hook\'s channel_multiple)')
+                   '(the hook\'s channel_multiple; default 16, as the '
+                   'flagship prune configs)')
     p.add_argument('--out', help='also write the JSON here')
     return p.parse_args(argv)
 
+
+NECKS = {
+    'config': {},  # as the config builds it
+    'dcn-mmcv': dict(use_dcn=True, dcn_cfg=dict(type='DCNv2')),
+    'plain': dict(use_dcn=False),
+}
 
 MASK_VALUES = {
     'uniform': (0.0, 1.0),  # about half the channels start pruned
@@ -83,21 +93,20 @@ def random_projected_masks(plan, cost_model, psi: float, seed: int,
     return {k: v.detach().clone() for k, v in ms.binaries().items()}, rep
 
 
-def bench_setting(cfg_path: str, use_dcn, args) -> dict:
-    """Dense vs pruned latency for one DCN setting (None: as configured)."""
+def bench_setting(cfg_path: str, neck: str, args) -> dict:
+    """Dense vs pruned latency for one neck setting (a key of `NECKS`)."""
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from mmprune.core import CostModel
+    from mmprune.core import CostModel, is_deform_conv_pack
     from mmprune.core.surgery import prune_model
     from mmprune.engine.export import example_batch
     from mmprune.engine.hooks.in_train_pruning_hook import trace_detector
     from mmprune.engine.report import time_interleaved
 
     cfg = Config.fromfile(cfg_path)
-    if use_dcn is not None:
-        cfg.model.neck.use_dcn = use_dcn
+    cfg.model.neck.update(NECKS[neck])
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     dense = MODELS.build(cfg.model).eval()
     x, samples = example_batch(cfg, dense, args.shape)
@@ -130,7 +139,9 @@ def bench_setting(cfg_path: str, use_dcn, args) -> dict:
         goal = GOALS.get(round(p['psi_target'], 3))
         p['goal'] = goal
         p['goal_met'] = None if goal is None else p['speedup'] >= goal
-    return dict(use_dcn=bool(cfg.model.neck.get('use_dcn', False)),
+    dcn = [type(m).__name__ for m in dense.modules() if is_deform_conv_pack(m)]
+    return dict(neck=neck, use_dcn=bool(dcn),
+                dcn_layer=dcn[0] if dcn else None,
                 params_dense=n_params, macs_dense=int(cm.dense_macs),
                 dense=lat[0], pruned=pruned)
 
@@ -140,8 +151,6 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     import mmprune  # noqa: F401
-    settings = {'both': [None, False], 'config': [None],
-                'off': [False]}[args.dcn]
     out = dict(
         benchmark='latency', config=args.config, input_shape=[1, 3] +
         list(args.shape), batch=1, threads=args.threads, runs=args.runs,
@@ -155,11 +164,10 @@ def main(argv=None):
         timed='model._forward (raw head outputs), torch.inference_mode; '
         'models timed in turns; speedup = dense median / pruned median',
         results=[])
-    for use_dcn in settings:
-        if use_dcn is False and out['results'] and \
-                not out['results'][0]['use_dcn']:
-            continue  # the config has no DCN: "off" is what we measured
-        out['results'].append(bench_setting(args.config, use_dcn, args))
+    for neck in dict.fromkeys(args.neck):
+        if neck == 'plain' and any(not r['use_dcn'] for r in out['results']):
+            continue  # the config has no DCN: 'plain' is what we measured
+        out['results'].append(bench_setting(args.config, neck, args))
     print(json.dumps(out, indent=1))
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:
@@ -175,7 +183,8 @@ def main(argv=None):
                 f"psi {p['psi']:.3f}: {p['latency']['median_ms']:.0f} ms, "
                 f"{p['speedup']:.2f}x (params {p['params'] / 1e6:.1f} M, "
                 f"MACs {p['macs'] / 1e9:.1f} G{goal})")
-        print(f"latency use_dcn={r['use_dcn']}: dense {d:.0f} ms "
+        print(f"latency neck={r['neck']} ({r['dcn_layer'] or 'no DCN'}): "
+              f"dense {d:.0f} ms "
               f"(params {r['params_dense'] / 1e6:.1f} M, MACs "
               f"{r['macs_dense'] / 1e9:.1f} G); " + '; '.join(parts))
     return out

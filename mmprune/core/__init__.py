@@ -13,6 +13,7 @@ No mmengine / mmdet imports here. The pieces, in the order a run uses them:
 
 from .attack import fgsm_random_init, pgd, preserve_buffers
 from .cost import COSTS, CostModel, LayerCost
+from .deform_conv import modulated_deform_conv2d
 from .groups import (
     Channels,
     TraceContext,
@@ -50,6 +51,7 @@ __all__ = [
     'kept_channels', 'kept_positions', 'module_widths', 'prune_model',
     'register_channel_slicer',
     'fgsm_random_init', 'pgd', 'preserve_buffers',
+    'modulated_deform_conv2d',
     'binarize',
     'ChannelMask',
     'MaskSet',

@@ -367,3 +367,35 @@ def test_config_without_the_hook_uses_its_defaults(centernet_cfg, tmp_path):
     assert res.psi == pytest.approx(float(CostModel(plan).psi(b)))
     assert any('has no InTrainPruningHook' in n for n in res.notes)
     assert 'note: ' in res.summary()
+
+
+def test_export_runs_mmcv_dcn_layers_on_the_torch_path(centernet_cfg,
+                                                       tmp_path):
+    """``torch_dcn=True`` in the exported config: mmdet's CenterNet
+    R18-DCNv2 export switches its mmcv DCNv2 layers to DCNv2Torch and gives
+    the same outputs."""
+    from mmcv.ops import ModulatedDeformConv2dPack
+
+    from mmprune.models.layers import ModulatedDeformConv2dPackTorch
+    ckpt = str(tmp_path / 'm.pth')
+    _, _, _, x, samples = masked_checkpoint(centernet_cfg, ckpt, (64, 64))
+    res = export_pruned(centernet_cfg, ckpt, str(tmp_path / 'out'), log=None)
+    small = load_small(res)
+    with torch.no_grad():  # non-zero offsets: the sampling matters
+        for m in small.modules():
+            if isinstance(m, ModulatedDeformConv2dPack):
+                m.conv_offset.weight.normal_(0, 0.05)
+    cfg = Config.fromfile(res.config)
+    cfg.model.torch_dcn = True
+    fast = build(cfg)
+    fast.load_state_dict(small.state_dict())
+    fast.eval()
+    kinds = {type(m) for m in fast.modules()
+             if isinstance(m, ModulatedDeformConv2dPack)}
+    assert kinds == {ModulatedDeformConv2dPackTorch}
+    assert {type(m) for m in small.modules() if isinstance(
+        m, ModulatedDeformConv2dPack)} == {ModulatedDeformConv2dPack}
+    with torch.no_grad():
+        for a, b in zip(*(m._forward(x, samples) for m in (small, fast))):
+            for ta, tb in zip(a, b):
+                torch.testing.assert_close(tb, ta, atol=1e-4, rtol=1e-4)

@@ -187,7 +187,7 @@ def test_prune_report_errors(tmp_path):
 def test_latency_benchmark_runs(capsys):
     out = tool('benchmarks/latency.py')([
         '--config', DEMO, '--shape', '64', '128', '--psi', '0.5', '--runs',
-        '1', '--warmup', '0', '--dcn', 'config'
+        '1', '--warmup', '0', '--neck', 'config'
     ])
     (res, ) = out['results']
     assert res['use_dcn'] is False
@@ -196,7 +196,17 @@ def test_latency_benchmark_runs(capsys):
     assert p['macs'] < 0.51 * res['macs_dense']
     assert p['params'] < res['params_dense']
     assert 'project_to_target' in out['masks']
-    assert 'latency use_dcn=False' in capsys.readouterr().out
+    assert 'latency neck=config (no DCN)' in capsys.readouterr().out
+
+
+def test_dcn_cpu_benchmark_runs(capsys):
+    out = tool('benchmarks/dcn_cpu.py')([
+        '--shape', '4', '6', '8', '12', '--runs', '1', '--warmup', '0'])
+    (r, ) = out['results']
+    assert r['shape'] == [4, 6, 8, 12]
+    assert set(r['median_ms']) == {'mmcv', 'torch', 'conv'}
+    assert 0 < r['max_abs_diff'] < 1e-4  # fractional offsets, same layer
+    assert 'dcn_cpu [4, 6, 8, 12]: mmcv' in capsys.readouterr().out
 
 
 def test_masked_detector_traces_at_the_hook_shape(demo):

@@ -20,7 +20,10 @@ model = dict(
         in_channels=(16, 32, 64, 128, 256, 512),
         first_level=2,
         out_channels=64,
-        use_dcn=True),
+        use_dcn=True,
+        # mmcv's DCNv2 layer (same weights and keys) with a fast CPU forward;
+        # on CUDA it runs mmcv's kernel. dict(type='DCNv2') for mmcv's own.
+        dcn_cfg=dict(type='DCNv2Torch')),
     bbox_head=dict(
         type='CenterNetHead',
         num_classes=3,

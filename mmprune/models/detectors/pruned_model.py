@@ -23,6 +23,8 @@ from torch import nn
 
 from mmprune.core.surgery import ChannelSpec, apply_channel_spec
 
+from ..layers import use_torch_dcn
+
 __all__ = ['build_pruned_model']
 
 
@@ -50,14 +52,18 @@ def _load_spec(channels: Union[str, Mapping[str, Any], ChannelSpec]
 
 @MODELS.register_module(name='PrunedModel')
 def build_pruned_model(detector: dict,
-                       channels: Union[str, Mapping[str, Any], ChannelSpec]
-                       ) -> nn.Module:
+                       channels: Union[str, Mapping[str, Any], ChannelSpec],
+                       torch_dcn: bool = False) -> nn.Module:
     """Build ``detector`` and shrink it to the widths of ``channels``.
 
     Args:
         detector: the original detector's model config (any mmdet detector).
         channels: the channel spec written by the export: a path to
             ``channels.json``, or its content as a dict.
+        torch_dcn: switch mmcv ``DCNv2`` layers to ``DCNv2Torch``
+            (`mmprune.models.layers.use_torch_dcn`: same weights, fast CPU
+            forward) for CPU deployment of detectors that use mmcv's layer,
+            e.g. mmdet's CenterNet R18-DCNv2.
 
     Returns:
         The detector itself (its own class), with the pruned layer widths and
@@ -78,4 +84,6 @@ def build_pruned_model(detector: dict,
         raise ValueError(
             f'PrunedModel: model.channels does not fit model.detector '
             f'(type={detector["type"]}): {e}') from None
+    if torch_dcn:  # after the slicing, whose spec names mmcv's class
+        use_torch_dcn(model)
     return model

@@ -15,13 +15,17 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmcv.cnn import build_conv_layer, build_norm_layer
-from mmcv.ops import ModulatedDeformConv2dPack
+from mmcv.cnn import build_norm_layer
 from mmdet.registry import MODELS
 from mmengine.model import BaseModule
 
+from mmprune.core import is_deform_conv_pack
+
+from ..layers import ModulatedDeformConv2dPackTorch  # noqa: F401 (registers)
+
 __all__ = [
-    'DLAUpNeck', 'DLAUp', 'IDAUp', 'DLAConvBlock', 'bilinear_kernel',
+    'DLAUpNeck', 'DLAUp', 'IDAUp', 'DLAConvBlock', 'build_conv',
+    'bilinear_kernel',
     'fill_bilinear_'
 ]
 
@@ -66,16 +70,36 @@ def fill_bilinear_(deconv: nn.ConvTranspose2d) -> None:
     deconv.weight.copy_(kernel.expand_as(deconv.weight))
 
 
+def build_conv(cfg: Optional[dict], in_channels: int,
+               out_channels: int) -> nn.Module:
+    """3x3, stride 1, padding 1 conv with bias from ``cfg`` (None: Conv2d).
+
+    Like mmcv's ``build_conv_layer`` but looks a string type up in mmdet's
+    MODELS (then its parents) whatever the default scope, so mmprune's
+    ``'DCNv2Torch'`` resolves when the neck is built outside a runner.
+    """
+    cfg = dict(type='Conv2d') if cfg is None else dict(cfg)
+    if 'type' not in cfg:
+        raise KeyError(f'DLAUpNeck: conv config {cfg} has no "type" key')
+    kind = cfg.pop('type')
+    cls = MODELS.get(kind) if isinstance(kind, str) else kind
+    if cls is None:
+        raise KeyError(f'DLAUpNeck: conv type {kind!r} is not registered in '
+                       'mmdet\'s MODELS (nor mmcv\'s)')
+    return cls(in_channels, out_channels, 3, stride=1, padding=1, bias=True,
+               **cfg)
+
+
 class DLAConvBlock(nn.Module):
     """3x3 (deformable) conv + norm + ReLU: IDA-Up's "proj" and "node".
 
     Args:
         in_channels (int): Input channels C_in.
         out_channels (int): Output channels C_out.
-        use_dcn (bool): Use ``mmcv.ops.ModulatedDeformConv2dPack`` (DCNv2,
-            ``deform_groups=1``, with bias, as CenterNet) instead of a plain
-            conv.
-        conv_cfg (dict | None): Config of the plain conv (``use_dcn=False``).
+        conv_cfg (dict | None): Config of the 3x3 conv, built with mmcv's
+            `build_conv` (3x3, stride 1, padding 1, with bias): a DCNv2
+            type (``'DCNv2Torch'``, ``'DCNv2'``) keeps its own init, a plain
+            conv (``None`` is ``nn.Conv2d``) gets the same start as DCNv2.
         norm_cfg (dict): Config of the norm layer.
 
     ``forward`` maps [N, C_in, H, W] to [N, C_out, H, W].
@@ -84,18 +108,11 @@ class DLAConvBlock(nn.Module):
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
-                 use_dcn: bool = True,
                  conv_cfg: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN')):
         super().__init__()
-        if use_dcn:
-            self.conv = ModulatedDeformConv2dPack(
-                in_channels, out_channels, 3, stride=1, padding=1,
-                dilation=1, deform_groups=1, bias=True)
-        else:
-            self.conv = build_conv_layer(
-                conv_cfg, in_channels, out_channels, 3, stride=1, padding=1,
-                bias=True)
+        self.conv = build_conv(conv_cfg, in_channels, out_channels)
+        if not is_deform_conv_pack(self.conv):
             # Same start as the DCN variant (mmcv / DCNv2 init):
             # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and zero bias.
             bound = 1 / math.sqrt(in_channels * 9)
@@ -124,7 +141,7 @@ class IDAUp(nn.Module):
             C channels.
         up_factors (Sequence[int]): Upsampling of each input to the anchor's
             resolution; entries 1.. must be even (powers of 2 in DLA).
-        use_dcn, conv_cfg, norm_cfg: See :class:`DLAConvBlock`.
+        conv_cfg, norm_cfg: See :class:`DLAConvBlock`.
 
     ``forward(layers, start, end)`` updates the list ``layers`` in place: for
     ``i`` in ``start+1..end-1``, ``layers[i] = node(up(proj(layers[i])) +
@@ -136,7 +153,6 @@ class IDAUp(nn.Module):
                  out_channels: int,
                  in_channels: Sequence[int],
                  up_factors: Sequence[int],
-                 use_dcn: bool = True,
                  conv_cfg: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN')):
         super().__init__()
@@ -153,8 +169,7 @@ class IDAUp(nn.Module):
                     f'{up_factors[k]!r}')
             self.add_module(
                 f'proj_{k}',
-                DLAConvBlock(in_channels[k], out_channels, use_dcn, conv_cfg,
-                             norm_cfg))
+                DLAConvBlock(in_channels[k], out_channels, conv_cfg, norm_cfg))
             up = nn.ConvTranspose2d(
                 out_channels, out_channels, 2 * f, stride=f, padding=f // 2,
                 output_padding=0, groups=out_channels, bias=False)
@@ -162,8 +177,7 @@ class IDAUp(nn.Module):
             self.add_module(f'up_{k}', up)
             self.add_module(
                 f'node_{k}',
-                DLAConvBlock(out_channels, out_channels, use_dcn, conv_cfg,
-                             norm_cfg))
+                DLAConvBlock(out_channels, out_channels, conv_cfg, norm_cfg))
 
     def forward(self, layers: List[torch.Tensor], start: int,
                 end: int) -> List[torch.Tensor]:
@@ -188,7 +202,7 @@ class DLAUp(nn.Module):
             deep (e.g. 64, 128, 256, 512).
         scales (Sequence[int]): Their strides relative to the first one
             (e.g. 1, 2, 4, 8).
-        use_dcn, conv_cfg, norm_cfg: See :class:`DLAConvBlock`.
+        conv_cfg, norm_cfg: See :class:`DLAConvBlock`.
 
     ``forward(layers)`` takes the L level tensors [N, channels[j], H/s_j,
     W/s_j] and returns L tensors: entry j has channels[j] channels at the
@@ -199,7 +213,6 @@ class DLAUp(nn.Module):
     def __init__(self,
                  channels: Sequence[int],
                  scales: Sequence[int],
-                 use_dcn: bool = True,
                  conv_cfg: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN')):
         super().__init__()
@@ -212,8 +225,8 @@ class DLAUp(nn.Module):
             self.add_module(
                 f'ida_{i}',
                 IDAUp(channels[j], in_channels[j:],
-                      [s // scales[j] for s in scales[j:]], use_dcn,
-                      conv_cfg, norm_cfg))
+                      [s // scales[j] for s in scales[j:]], conv_cfg,
+                      norm_cfg))
             # After this stage every level deeper than j lives at level j's
             # resolution with level j's channels.
             for k in range(j + 1, num):
@@ -244,8 +257,12 @@ class DLAUpNeck(BaseModule):
         out_channels (int): Output channels; must equal
             ``in_channels[first_level]``, since the original adds that level to
             the merged maps without projecting it.
-        use_dcn (bool): Deformable (DCNv2) 3x3 convs in "proj"/"node" layers;
-            False gives plain 3x3 convs built from ``conv_cfg``.
+        use_dcn (bool): Deformable (DCNv2) 3x3 convs in "proj"/"node" layers,
+            built from ``dcn_cfg``; False gives plain 3x3 convs built from
+            ``conv_cfg``.
+        dcn_cfg (dict): The DCNv2 layer when ``use_dcn``. The default
+            ``'DCNv2Torch'`` is mmcv's ``DCNv2`` (same parameters and keys)
+            with a fast CPU forward; ``dict(type='DCNv2')`` gives mmcv's own.
         conv_cfg (dict | None): Plain-conv config; only with ``use_dcn=False``.
         norm_cfg (dict): Norm config of "proj"/"node" layers.
         init_cfg (dict | list | None): Init config. By default, as in the
@@ -263,6 +280,7 @@ class DLAUpNeck(BaseModule):
                  last_level: int = 5,
                  out_channels: int = 64,
                  use_dcn: bool = True,
+                 dcn_cfg: dict = dict(type='DCNv2Torch'),
                  conv_cfg: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN'),
                  init_cfg=None):
@@ -288,7 +306,16 @@ class DLAUpNeck(BaseModule):
         if use_dcn and conv_cfg is not None:
             raise ValueError(
                 'DLAUpNeck: conv_cfg only applies to use_dcn=False; with '
-                'use_dcn=True every 3x3 conv is a ModulatedDeformConv2dPack')
+                'use_dcn=True every 3x3 conv is built from dcn_cfg')
+        block_cfg = conv_cfg
+        if use_dcn:
+            block_cfg = dict(dcn_cfg)
+            probe = build_conv(block_cfg, 1, 1)
+            if not is_deform_conv_pack(probe):
+                raise ValueError(
+                    f'DLAUpNeck: dcn_cfg must build a deformable conv with '
+                    f'its own offset conv (e.g. type=\'DCNv2Torch\' or '
+                    f'\'DCNv2\'), got {type(probe).__name__} from {dcn_cfg}')
         self.in_channels = in_channels
         self.first_level = first_level
         self.last_level = last_level
@@ -296,11 +323,11 @@ class DLAUpNeck(BaseModule):
         self.out_stride = 2**first_level
         channels = in_channels[first_level:]
         self.dla_up = DLAUp(channels, [2**i for i in range(len(channels))],
-                            use_dcn, conv_cfg, norm_cfg)
+                            block_cfg, norm_cfg)
         self.ida_up = IDAUp(
             out_channels, in_channels[first_level:last_level],
-            [2**i for i in range(last_level - first_level)], use_dcn,
-            conv_cfg, norm_cfg)
+            [2**i for i in range(last_level - first_level)], block_cfg,
+            norm_cfg)
 
     def input_widths(self) -> dict:
         """``{level: channels}`` the neck's layers read from the backbone.
