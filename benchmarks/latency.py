@@ -1,14 +1,25 @@
 """CPU latency of the unpruned detector vs its physically pruned export.
 
 For each neck setting and each ``psi`` target: build the config's detector,
-trace it at the test shape, make masks *without training* (seeded random
-mask values ``M ~ U(0, 1)``, projected onto the target with
-``project_to_target``), remove the pruned channels (the export's surgery) and
-time the raw forward (``model._forward``: backbone, neck and head convs; the
-top-k decoding is the same for both) at batch 1 after a warm-up::
+trace it at the test shape, make masks, project them onto the target with
+the hook's ``project_to_target`` (and ``--channel-multiple``, default 16 as
+the flagship prune configs), remove the pruned channels (the export's
+surgery) and time the raw forward (``model._forward``: backbone, neck and
+head convs; the top-k decoding is the same for both) at batch 1 after a
+warm-up, dense and pruned in turns::
 
     OMP_NUM_THREADS=1 python benchmarks/latency.py   # DLA-34, 384 x 1280
     python benchmarks/latency.py --psi 0.5 --neck plain --runs 3 --shape 128 416
+    python benchmarks/latency.py --masks work_dirs/demo/epoch_12.pth
+
+The masks are untrained by default (the weights never matter for latency):
+seeded random values, all above the threshold (``--mask-values kept``), so
+the projection drops channels least ``M`` per unit of cost first, the order
+in which the HW loss (whose gradient on a mask is its channel's marginal
+cost) pushes them over; ``--mask-values uniform`` starts with a random half
+of every layer pruned instead. ``--masks CKPT`` starts from a pruning run's
+trained masks (the groups do not depend on the input size or on DCN vs
+plain neck, so the CPU demo's checkpoint fits the flagship config).
 
 Neck settings (``--neck``, several allowed): ``config`` as the config builds
 it (CenterNet DLA-34: DCNv2 as ``DCNv2Torch``, mmcv's layer with a torch CPU
@@ -51,11 +62,17 @@ def parse_args(argv=None):
                    help='neck settings to time (default: config plain)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--mask-values', choices=sorted(MASK_VALUES),
-                   default='uniform',
-                   help='random mask values before the projection: '
-                   "'uniform' U(0, 1) (default) or 'kept' U(0.5, 1), where "
-                   'the projection alone picks the channels, cheapest '
-                   'M / cost first')
+                   default='kept',
+                   help="random mask values before the projection: 'kept' "
+                   'U(0.5, 1) (default: all start kept, as with mask_init '
+                   '1.0, and the projection drops channels least M per unit '
+                   "of cost first, the order the HW loss's gradient "
+                   "favours) or 'uniform' U(0, 1) (about half the channels "
+                   'of every layer start pruned at random)')
+    p.add_argument('--masks', metavar='CKPT',
+                   help='start from the masks of a pruning checkpoint '
+                   '(e.g. work_dirs/demo/epoch_12.pth) instead of random '
+                   'values; groups must match the traced config')
     p.add_argument('--channel-multiple', type=int, default=16,
                    help='round kept channels per group to this multiple '
                    '(the hook\'s channel_multiple; default 16, as the '
@@ -76,20 +93,43 @@ MASK_VALUES = {
 }
 
 
-def random_projected_masks(plan, cost_model, psi: float, seed: int,
-                           values: str = 'uniform', channel_multiple: int = 1):
-    """Frozen binaries: seeded ``M ~ U(lo, hi)`` per channel (``values``,
-    see `MASK_VALUES`; threshold 0.5), projected onto ``psi``."""
-    from mmprune.core import MaskSet, project_to_target
-    lo, hi = MASK_VALUES[values]
+def start_masks(plan, args):
+    """The `MaskSet` the projection starts from: a pruning checkpoint's
+    masks (``--masks``), or seeded random mask values (`MASK_VALUES`)."""
+    from mmprune.core import MaskSet
     ms = MaskSet(plan)
-    g = torch.Generator().manual_seed(seed)
+    if args.masks:
+        from mmprune.engine.export import split_checkpoint
+        _, masks, _ = split_checkpoint(args.masks)
+        own = ms.state_dict()
+        bad = sorted({k.rsplit('.', 1)[0] for k in set(own) ^ set(masks)} |
+                     {k.rsplit('.', 1)[0] for k in own if k in masks
+                      and masks[k].shape != own[k].shape})
+        if bad:
+            raise ValueError(
+                f'--masks {args.masks}: its masks do not match the channel '
+                f'groups traced from {args.config} (a checkpoint of a pruning '
+                f'run of this model family is expected); differing groups: '
+                f'{bad}')
+        ms.load_state_dict(masks)
+        return ms
+    lo, hi = MASK_VALUES[args.mask_values]
+    g = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
         for name in ms.group_names:
             m = ms.mask(name).mask
             m.copy_(lo + (hi - lo) * torch.rand(m.shape, generator=g))
+    return ms
+
+
+def projected_masks(plan, cost_model, psi: float, args):
+    """Frozen binaries at ``psi``: `start_masks` (threshold 0.5, or the
+    checkpoint's binaries) projected onto the target with the flagship's
+    ``project_to_target`` and ``--channel-multiple``."""
+    from mmprune.core import project_to_target
+    ms = start_masks(plan, args)
     rep = project_to_target(ms, cost_model, psi, tol=0.01,
-                            channel_multiple=channel_multiple)
+                            channel_multiple=args.channel_multiple)
     return {k: v.detach().clone() for k, v in ms.binaries().items()}, rep
 
 
@@ -119,9 +159,7 @@ def bench_setting(cfg_path: str, neck: str, args) -> dict:
 
     models, pruned = [dense], []
     for psi in args.psi:
-        b, rep = random_projected_masks(plan, cm, psi, args.seed,
-                                        args.mask_values,
-                                        args.channel_multiple)
+        b, rep = projected_masks(plan, cm, psi, args)
         small = copy.deepcopy(dense)
         prune_model(small, plan, b)
         models.append(small)
@@ -157,9 +195,10 @@ def main(argv=None):
         warmup=args.warmup, channel_multiple=args.channel_multiple,
         torch=torch.__version__,
         cpu=platform.processor() or platform.machine(),
-        masks='untrained: seeded random mask values M ~ U'
-        f'{MASK_VALUES[args.mask_values]} (--mask-values '
-        f'{args.mask_values}), projected onto psi_target with '
+        masks=(f'trained: the masks of {args.masks}' if args.masks else
+               'untrained: seeded random mask values M ~ U'
+               f'{MASK_VALUES[args.mask_values]} (--mask-values '
+               f'{args.mask_values})') + ', projected onto psi_target with '
         'mmprune.core.project_to_target (tol 0.01)',
         timed='model._forward (raw head outputs), torch.inference_mode; '
         'models timed in turns; speedup = dense median / pruned median',

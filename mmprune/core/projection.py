@@ -60,8 +60,10 @@ def project_to_target(
             they are). CPU and GPU conv kernels run much faster at widths
             that are multiples of 8 or 16, so the MAC target then turns
             into more of a latency gain. Rounding goes down after the drop
-            phase; blocks of channels (highest mean ``M`` first) are then
-            restored while ``psi`` stays at or below the target.
+            phase (up to one block for a group left below it); if that
+            overshoots, whole blocks go (least ``M`` per unit of cost
+            first), then blocks (highest mean ``M`` first) are restored
+            while ``psi`` stays at or below the target.
 
     Returns:
         A `ProjectionReport`.
@@ -219,6 +221,30 @@ def _round_groups(b, m, sizes, mins, q, total, limit):
         restored += int((new - b[o:o + s]).clamp(min=0).sum())
         b[o:o + s] = new
     cur = total(b)
+    # Rounding up (a group left with fewer than q channels goes back to q, or
+    # to its min_channels multiple) can overshoot: take whole blocks off
+    # again, least M per unit of saved cost first, as the drop phase does.
+    while cur > limit:
+        best = None
+        for gi, (o, s) in enumerate(spans):
+            k = int(b[o:o + s].sum())
+            if s < q or k % q or k - q < max(q, -(-mins[gi] // q) * q):
+                continue
+            on = (b[o:o + s] == 1).nonzero().squeeze(1)
+            block = on[torch.argsort(m[o:o + s][on], stable=True)][:q] + o
+            b[block] = 0.0
+            t = total(b)
+            b[block] = 1.0
+            if t >= cur:
+                continue
+            score = float(m[block].mean()) / (cur - t)
+            if best is None or score < best[0]:
+                best = (score, block, t)
+        if best is None:
+            break
+        b[best[1]] = 0.0
+        cur = best[2]
+        dropped += len(best[1])
     while True:
         best = None
         for o, s in spans:

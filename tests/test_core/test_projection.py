@@ -162,3 +162,27 @@ def test_channel_multiple_rounds_kept_counts_and_respects_target():
     assert float(cost.psi(ms.binaries())) == pytest.approx(rep.psi_after)
     with pytest.raises(ValueError, match='channel_multiple'):
         project_to_target(MaskSet(plan), cost, 0.5, channel_multiple=0)
+
+
+def test_channel_multiple_rounding_up_never_overshoots_the_target():
+    """The drop phase can leave a group with fewer than ``q`` channels; it
+    is rounded up to ``q``, which costs MACs: whole blocks elsewhere must go
+    so that psi still meets the target."""
+    from mmprune.core import CostModel, MaskSet, discover_groups, project_to_target
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.BatchNorm2d(64),
+        torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
+        torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
+        torch.nn.Conv2d(64, 5, 1))
+    plan = discover_groups(net, torch.rand(1, 3, 8, 8))
+    cost = CostModel(plan)
+    ms = MaskSet(plan)
+    first, second = ms.group_names
+    with torch.no_grad():  # all kept; the first group is the one to drop
+        ms.mask(first).mask.copy_(torch.linspace(0.51, 0.6, 64))
+        ms.mask(second).mask.copy_(torch.linspace(0.9, 1.0, 64))
+    rep = project_to_target(ms, cost, 0.2, tol=0.05, channel_multiple=16)
+    assert rep.reached and rep.psi_after <= 0.2 + 1e-9
+    assert rep.psi_after >= 0.15
+    assert rep.kept_after[first] % 16 == 0 and rep.kept_after[first] >= 16
+    assert rep.kept_after[second] % 16 == 0

@@ -199,6 +199,32 @@ def test_latency_benchmark_runs(capsys):
     assert 'latency neck=config (no DCN)' in capsys.readouterr().out
 
 
+def test_latency_benchmark_from_checkpoint_masks(demo, tmp_path):
+    """--masks starts the projection from a pruning run's masks; masks that
+    do not fit the traced groups are refused by name."""
+    path, ckpt, cm, b = demo
+    bench = tool('benchmarks/latency.py')
+    out = bench(['--config', DEMO, '--shape', '64', '128', '--psi', '0.5',
+                 '--runs', '1', '--warmup', '0', '--masks', ckpt,
+                 '--channel-multiple', '1'])
+    (p, ) = out['results'][0]['pruned']
+    assert out['masks'].startswith(f'trained: the masks of {ckpt}')
+    assert 0.49 <= p['psi'] <= 0.5
+    # The checkpoint's binaries are the start: its pruned channels stay
+    # pruned unless the projection restores them (psi was below 0.5).
+    assert float(cm.psi(b)) < 0.49 and p['projection']['restored'] > 0
+    state = torch.load(ckpt, weights_only=False)
+    gone = next(k for k in state['state_dict'] if k.startswith('prune_masks'))
+    del state['state_dict'][gone]
+    bad = str(tmp_path / 'bad.pth')
+    torch.save(state, bad)
+    group = gone.split('.')[2]
+    with pytest.raises(ValueError, match=r'do not match the channel groups'
+                       rf'.*{group}'):
+        bench(['--config', DEMO, '--shape', '64', '128', '--psi', '0.5',
+               '--runs', '1', '--warmup', '0', '--masks', bad])
+
+
 def test_dcn_cpu_benchmark_runs(capsys):
     out = tool('benchmarks/dcn_cpu.py')([
         '--shape', '4', '6', '8', '12', '--runs', '1', '--warmup', '0'])
