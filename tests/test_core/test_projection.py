@@ -141,16 +141,22 @@ def test_projection_without_freeze_and_bad_args():
         project_to_target(ms, cm, 0.5, tol=0.6)
 
 
-def test_channel_multiple_rounds_kept_counts_and_respects_target():
-    from mmprune.core import CostModel, MaskSet, discover_groups, project_to_target
+def two_groups(c1, c2):
+    """conv-BN-ReLU (c1) -> conv-BN-ReLU (c2) -> 1x1 conv to 5: two
+    prunable groups; returns (plan, cost model, mask set)."""
+    from mmprune.core import MaskSet
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 40, 3, padding=1), torch.nn.BatchNorm2d(40),
-        torch.nn.ReLU(), torch.nn.Conv2d(40, 48, 3, padding=1),
-        torch.nn.BatchNorm2d(48), torch.nn.ReLU(),
-        torch.nn.Conv2d(48, 5, 1))
+        torch.nn.Conv2d(3, c1, 3, padding=1), torch.nn.BatchNorm2d(c1),
+        torch.nn.ReLU(), torch.nn.Conv2d(c1, c2, 3, padding=1),
+        torch.nn.BatchNorm2d(c2), torch.nn.ReLU(),
+        torch.nn.Conv2d(c2, 5, 1))
     plan = discover_groups(net, torch.rand(1, 3, 8, 8))
-    cost = CostModel(plan)
-    ms = MaskSet(plan)
+    return plan, CostModel(plan), MaskSet(plan)
+
+
+def test_channel_multiple_rounds_kept_counts_and_respects_target():
+    from mmprune.core import MaskSet
+    plan, cost, ms = two_groups(40, 48)
     torch.manual_seed(0)
     with torch.no_grad():
         for name in ms.group_names:
@@ -168,15 +174,7 @@ def test_channel_multiple_rounding_up_never_overshoots_the_target():
     """The drop phase can leave a group with fewer than ``q`` channels; it
     is rounded up to ``q``, which costs MACs: whole blocks elsewhere must go
     so that psi still meets the target."""
-    from mmprune.core import CostModel, MaskSet, discover_groups, project_to_target
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.BatchNorm2d(64),
-        torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
-        torch.nn.BatchNorm2d(64), torch.nn.ReLU(),
-        torch.nn.Conv2d(64, 5, 1))
-    plan = discover_groups(net, torch.rand(1, 3, 8, 8))
-    cost = CostModel(plan)
-    ms = MaskSet(plan)
+    _, cost, ms = two_groups(64, 64)
     first, second = ms.group_names
     with torch.no_grad():  # all kept; the first group is the one to drop
         ms.mask(first).mask.copy_(torch.linspace(0.51, 0.6, 64))
