@@ -70,3 +70,12 @@ def test_neck_builds_the_configured_dcn():
         DLAUpNeck(dcn_cfg=dict(type='Conv2d'))
     with pytest.raises(KeyError, match="'NoSuchDCN' is not registered"):
         DLAUpNeck(dcn_cfg=dict(type='NoSuchDCN'))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_runs_mmcv_kernel_with_the_same_result():
+    _, ours = _pair()
+    x = torch.randn(2, 6, 10, 12)
+    cpu = ours(x)
+    gpu = ours.cuda()(x.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
