@@ -12,7 +12,8 @@ max_epochs = 12
 # demo uses the neck's plain-conv form. The flagship configs keep DCNv2.
 model = dict(neck=dict(use_dcn=False))
 
-# Seeded: short runs vary a lot between seeds (README, "The two commands").
+# Seeded; short runs still vary a lot with the seed and the thread count
+# (README, "The two commands").
 randomness = dict(seed=0)
 
 train_pipeline = [
