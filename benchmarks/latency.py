@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os.path as osp
 import platform
@@ -93,24 +94,28 @@ MASK_VALUES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def checkpoint_masks(path: str) -> dict:
+    """The ``prune_masks.*`` state of a pruning checkpoint (read once)."""
+    from mmprune.engine.export import split_checkpoint
+    return split_checkpoint(path)[1]
+
+
 def start_masks(plan, args):
     """The `MaskSet` the projection starts from: a pruning checkpoint's
     masks (``--masks``), or seeded random mask values (`MASK_VALUES`)."""
     from mmprune.core import MaskSet
     ms = MaskSet(plan)
     if args.masks:
-        from mmprune.engine.export import split_checkpoint
-        _, masks, _ = split_checkpoint(args.masks)
-        own = ms.state_dict()
-        bad = sorted({k.rsplit('.', 1)[0] for k in set(own) ^ set(masks)} |
-                     {k.rsplit('.', 1)[0] for k in own if k in masks
-                      and masks[k].shape != own[k].shape})
-        if bad:
+        from mmprune.engine.export import mask_mismatches
+        masks = checkpoint_masks(args.masks)
+        missing, extra, sizes = mask_mismatches(ms, masks)
+        if missing or extra or sizes:
             raise ValueError(
                 f'--masks {args.masks}: its masks do not match the channel '
                 f'groups traced from {args.config} (a checkpoint of a pruning '
-                f'run of this model family is expected); differing groups: '
-                f'{bad}')
+                f'run of this model family is expected): groups without a '
+                f'mask {missing}, unknown {extra}, size mismatch {sizes}')
         ms.load_state_dict(masks)
         return ms
     lo, hi = MASK_VALUES[args.mask_values]

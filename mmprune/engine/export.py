@@ -316,6 +316,21 @@ class MaskedDetector:
             return flatten_outputs(model._forward(inputs, self.samples))
 
 
+def mask_mismatches(maskset: MaskSet, masks: Dict[str, Tensor]
+                    ) -> Tuple[List[str], List[str], List[str]]:
+    """How a checkpoint's ``masks`` (a `MaskSet` state dict, see
+    `split_checkpoint`) differ from ``maskset``'s groups: (groups without a
+    mask, masks of unknown groups, size mismatches); all empty if they fit.
+    """
+    own = maskset.state_dict()
+    missing = sorted({k.rsplit('.', 1)[0] for k in own if k not in masks})
+    extra = sorted({k.rsplit('.', 1)[0] for k in masks if k not in own})
+    sizes = [f'{k}: checkpoint {tuple(masks[k].shape)}, traced '
+             f'{tuple(own[k].shape)}' for k in own
+             if k in masks and masks[k].shape != own[k].shape]
+    return missing, extra, sizes
+
+
 def load_masked_detector(config: Union[str, Config], checkpoint: str, *,
                          cfg_options: Optional[dict] = None,
                          input_shape: Optional[Sequence[int]] = None
@@ -349,12 +364,7 @@ def load_masked_detector(config: Union[str, Config], checkpoint: str, *,
     plan = trace_detector(model, inputs, samples, hook['skip'])
     ms = MaskSet(plan, hook['mask_init'], hook['threshold'],
                  hook['min_channels'])
-    own = ms.state_dict()
-    missing = sorted({k.rsplit('.', 1)[0] for k in own if k not in masks})
-    extra = sorted({k.rsplit('.', 1)[0] for k in masks if k not in own})
-    sizes = [f'{k}: checkpoint {tuple(masks[k].shape)}, traced '
-             f'{tuple(own[k].shape)}' for k in own
-             if k in masks and masks[k].shape != own[k].shape]
+    missing, extra, sizes = mask_mismatches(ms, masks)
     if missing or extra or sizes:
         raise ExportError(
             f'the masks of {checkpoint} do not match the channel groups '

@@ -4,8 +4,9 @@ Same class contract as ``mmcv.ops.ModulatedDeformConv2dPack`` (``DCNv2``):
 same constructor, parameters, state-dict keys and offset-conv init, so
 checkpoints move freely between the two and the pruning tracer and surgery
 treat it as the same layer. Only the CPU forward differs: it runs
-`mmprune.core.modulated_deform_conv2d` (``grid_sample`` + matmul, ~2.5x faster
-than mmcv's CPU kernel at 1 thread and shrinking with the kept channels).
+`mmprune.core.modulated_deform_conv2d` (``grid_sample`` + matmul, 3-5x faster
+than mmcv's CPU kernel at 1 thread, ``benchmarks/dcn_cpu.py``, and shrinking
+with the kept channels).
 On CUDA it calls mmcv's kernel, so GPU training is unchanged. Under
 ``torch.jit`` tracing it also calls mmcv's op, so a trace holds one
 deformable-conv node (which mmengine's ``FlopAnalyzer`` handle in

@@ -96,7 +96,7 @@ class DLAConvBlock(nn.Module):
     Args:
         in_channels (int): Input channels C_in.
         out_channels (int): Output channels C_out.
-        conv_cfg (dict | None): Config of the 3x3 conv, built with mmcv's
+        conv_cfg (dict | None): Config of the 3x3 conv, built with
             `build_conv` (3x3, stride 1, padding 1, with bias): a DCNv2
             type (``'DCNv2Torch'``, ``'DCNv2'``) keeps its own init, a plain
             conv (``None`` is ``nn.Conv2d``) gets the same start as DCNv2.
@@ -307,15 +307,7 @@ class DLAUpNeck(BaseModule):
             raise ValueError(
                 'DLAUpNeck: conv_cfg only applies to use_dcn=False; with '
                 'use_dcn=True every 3x3 conv is built from dcn_cfg')
-        block_cfg = conv_cfg
-        if use_dcn:
-            block_cfg = dict(dcn_cfg)
-            probe = build_conv(block_cfg, 1, 1)
-            if not is_deform_conv_pack(probe):
-                raise ValueError(
-                    f'DLAUpNeck: dcn_cfg must build a deformable conv with '
-                    f'its own offset conv (e.g. type=\'DCNv2Torch\' or '
-                    f'\'DCNv2\'), got {type(probe).__name__} from {dcn_cfg}')
+        block_cfg = dict(dcn_cfg) if use_dcn else conv_cfg
         self.in_channels = in_channels
         self.first_level = first_level
         self.last_level = last_level
@@ -328,6 +320,12 @@ class DLAUpNeck(BaseModule):
             out_channels, in_channels[first_level:last_level],
             [2**i for i in range(last_level - first_level)], block_cfg,
             norm_cfg)
+        built = self.ida_up.proj_1.conv
+        if use_dcn and not is_deform_conv_pack(built):
+            raise ValueError(
+                f'DLAUpNeck: dcn_cfg must build a deformable conv with its '
+                f'own offset conv (e.g. type=\'DCNv2Torch\' or \'DCNv2\'), '
+                f'got {type(built).__name__} from {dcn_cfg}')
 
     def input_widths(self) -> dict:
         """``{level: channels}`` the neck's layers read from the backbone.
