@@ -14,6 +14,7 @@ No mmengine / mmdet imports here. The pieces, in the order a run uses them:
 from .attack import fgsm_random_init, pgd, preserve_buffers
 from .cost import COSTS, CostModel, LayerCost
 from .deform_conv import modulated_deform_conv2d
+from .dynamics import TARGET_SCHEDULES, auto_b, hw_scale, scheduled_target
 from .groups import (
     Channels,
     TraceContext,
@@ -74,6 +75,10 @@ __all__ = [
     'COSTS',
     'hw_loss',
     'HW_LOSS_FORMS',
+    'TARGET_SCHEDULES',
+    'scheduled_target',
+    'auto_b',
+    'hw_scale',
     'project_to_target',
     'ProjectionReport',
 ]

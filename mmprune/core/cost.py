@@ -215,6 +215,24 @@ class CostModel:
         per = self._per_layer(flat.to(torch.float64))
         return (per[2] if self.cost == 'macs' else per[3]).sum()
 
+    def marginals(
+        self, binaries: Optional[Mapping[str, Tensor]] = None
+    ) -> Tensor:
+        """``d psi / d B_c`` for every channel, in ``group_names`` order.
+
+        Returns a float64 ``[num_channels]`` tensor (detached), evaluated at
+        ``binaries`` (default: the dense model). Since ``psi`` is bilinear,
+        a channel's marginal is the cost share it adds at those masks.
+        """
+        if binaries is None:
+            binaries = self.ones()
+        flat = self._flat({k: v.detach() for k, v in binaries.items()})
+        flat = flat.clone().requires_grad_(True)
+        with torch.enable_grad():
+            psi = self.total_flat(flat) / float(self.dense)
+            (grad,) = torch.autograd.grad(psi, flat)
+        return grad.detach()
+
     def breakdown(
         self, binaries: Optional[Mapping[str, Tensor]] = None
     ) -> List[LayerCost]:

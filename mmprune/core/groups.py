@@ -6,7 +6,8 @@ tensor's channel axis through the run:
 
 * a *layer handler* (handlers.py) describes a module it knows: a conv makes a
   new group of its output channels and consumes its input channels, a norm
-  passes them through, a deformable conv also feeds its offset conv;
+  passes them through, a deformable conv also feeds its offset conv (and
+  keeps its input channels when ``deform_groups > 1``);
 * every torch function called between modules is interpreted by a small op
   table (trace_ops.py): element-wise ops keep the channel map, ``+`` / ``*``
   unify the groups of their operands, ``torch.cat`` on the channel axis
@@ -877,6 +878,18 @@ def _build_plan(
                 f'discover_groups: ignore_output_layers entry {p!r} '
                 'matches no conv / linear layer that ran in the '
                 'trace'
+            )
+    # A deformable conv splits its input channels evenly among its offset
+    # groups (channel c samples with the offsets of group c // (C / dg)), so
+    # pruning them would regroup the channels: export refuses, keep them.
+    for name, spec in ctx._layers.items():
+        dg = getattr(model.get_submodule(name) if name else model,
+                     'deform_groups', 1)
+        if isinstance(dg, int) and dg > 1 and spec['kind'] == 'conv':
+            ctx._fix_segs(
+                _segs(spec['in_map']),
+                f'input of a deformable conv with deform_groups={dg} '
+                f'({name}): its channels are split among the offset groups',
             )
 
     # Internal check: a group read by weights needs a mask that zeroes it.

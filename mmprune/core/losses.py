@@ -5,11 +5,14 @@ from typing import Union
 import torch
 from torch import Tensor
 
-HW_LOSS_FORMS = ('hinge', 'abs', 'square')
+HW_LOSS_FORMS = ('hinge', 'abs', 'square', 'band')
 
 
 def hw_loss(
-    psi: Tensor, psi_target: Union[float, Tensor], form: str = 'hinge'
+    psi: Tensor,
+    psi_target: Union[float, Tensor],
+    form: str = 'hinge',
+    tol: float = 0.0,
 ) -> Tensor:
     """Penalty for a cost ratio ``psi`` above (or away from) ``psi_target``.
 
@@ -18,7 +21,12 @@ def hw_loss(
         psi_target: the target ratio, in (0, 1].
         form: ``'hinge'`` = ``max(0, psi - target)`` (0 at and below target),
             ``'abs'`` = ``|psi - target|``,
-            ``'square'`` = ``(psi - target)**2``.
+            ``'square'`` = ``(psi - target)**2``,
+            ``'band'`` = ``relu(psi - target)**2 + relu(target - tol -
+            psi)**2``: the square, with no pull inside the accepted band
+            ``[target - tol, target]`` (the projection's band), so masks
+            that reached it are left to the task loss.
+        tol: the band's width below the target (``'band'`` only).
 
     Returns:
         A scalar tensor of ``psi``'s dtype, differentiable in ``psi``.
@@ -37,4 +45,11 @@ def hw_loss(
         return torch.clamp(d, min=0.0)
     if form == 'abs':
         return d.abs()
+    if form == 'band':
+        if tol < 0:
+            raise ValueError(f'hw_loss: tol must be >= 0, got {tol}')
+        above = torch.clamp(d, min=0.0)
+        below = torch.clamp(-d - float(tol), min=0.0)
+        return above * above + below * below
     return d * d
+

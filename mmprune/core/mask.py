@@ -49,18 +49,25 @@ class ChannelMask(nn.Module):
     """One trainable mask ``M`` of length C and its binarisation.
 
     ``binary()`` returns ``B = 1[M >= threshold]`` through the clipped
-    straight-through estimator, then applies the layer-collapse guard: if fewer
-    than ``min_keep`` channels survive, the ``min_keep`` channels with the
-    largest ``M`` are kept (ties: lower index first). The guard only changes
-    the forward value; the gradient is the estimator's, so forced channels
-    still learn. After ``freeze()`` the binary mask is a fixed buffer and ``M``
-    gets no gradient; the frozen state is part of the state dict.
+    straight-through estimator, then fixes the kept count ``k``: at least
+    ``min_keep`` (the layer-collapse guard), and, with ``channel_multiple``
+    q > 1, ``k`` rounded to the nearest multiple of q (a full group, and a
+    group smaller than q, stay as they are). The ``k`` channels with the
+    largest ``M`` are kept (ties: lower index first). Training thus sees the
+    widths the export will have, and the freeze has nothing to round. The
+    count rule only changes the forward value; the gradient is the
+    estimator's, so forced channels still learn. After ``freeze()`` the
+    binary mask is a fixed buffer and ``M`` gets no gradient; the frozen
+    state is part of the state dict.
 
     Args:
         num_channels: C, the group size.
         mask_init: initial value of every ``M`` (default 1.0).
         threshold: binarisation threshold (default 0.5).
         min_channels: see `resolve_min_channels`.
+        channel_multiple: q, the multiple kept counts are rounded to.
+        revive: the estimator passes gradient at ``M == 0`` (see
+            `binarize`); use with `clamp_` so masks stay in [0, 1].
     """
 
     def __init__(
@@ -69,6 +76,8 @@ class ChannelMask(nn.Module):
         mask_init: float = 1.0,
         threshold: float = 0.5,
         min_channels: MinChannels = 1,
+        channel_multiple: int = 1,
+        revive: bool = False,
     ):
         super().__init__()
         if not isinstance(num_channels, int) or num_channels < 1:
@@ -79,6 +88,16 @@ class ChannelMask(nn.Module):
         self.num_channels = num_channels
         self.threshold = float(threshold)
         self.min_keep = resolve_min_channels(min_channels, num_channels)
+        q = int(channel_multiple)
+        if q < 1:
+            raise ValueError(
+                f'ChannelMask: channel_multiple must be an int >= 1, got '
+                f'{channel_multiple!r}'
+            )
+        # Groups narrower than q keep exact counts.
+        self.multiple = q if num_channels >= q else 1
+        self._low = min(num_channels, -(-max(self.min_keep, 1) // q) * q)
+        self.revive = bool(revive)
         self.mask = nn.Parameter(torch.full((num_channels,), float(mask_init)))
         self.register_buffer('frozen_binary', torch.ones(num_channels))
         self.register_buffer('frozen', torch.tensor(False))
@@ -95,15 +114,27 @@ class ChannelMask(nn.Module):
         frozen."""
         if self._is_frozen:
             return self.frozen_binary
-        b = binarize(self.mask, self.threshold)
+        b = binarize(self.mask, self.threshold, self.revive)
         with torch.no_grad():
             # Tensor ops only (no .item()): this runs at every mask site call.
+            k = b.sum().clamp(min=self.min_keep)
+            q, c = self.multiple, self.num_channels
+            if q > 1:
+                kq = (torch.floor(k / q + 0.5) * q).clamp(self._low, c)
+                k = torch.where(k >= c, k, kq)
             order = torch.sort(self.mask, descending=True, stable=True)[1]
-            forced = torch.zeros_like(b)
-            forced[order[: self.min_keep]] = 1.0
-            short = b.sum() < self.min_keep
-            lift = torch.where(short, torch.maximum(b, forced) - b, 0.0)
-        return b + lift
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(c, device=order.device)
+            delta = (rank < k).to(b.dtype) - b
+        return b + delta
+
+    def clamp_(self) -> None:
+        """With ``revive``, clip ``M`` to [0, 1] in place (call it after each
+        mask optimizer step); without, do nothing (the seed's masks are
+        unbounded)."""
+        if self.revive and not self._is_frozen:
+            with torch.no_grad():
+                self.mask.clamp_(0.0, 1.0)
 
     def freeze(self, binary: Optional[Tensor] = None) -> None:
         """Fix the binary mask (default: the current ``binary()``)."""
@@ -173,6 +204,8 @@ class MaskSet(nn.Module):
         mask_init: float = 1.0,
         threshold: float = 0.5,
         min_channels: MinChannels = 1,
+        channel_multiple: int = 1,
+        revive: bool = False,
     ):
         super().__init__()
         self.plan = plan
@@ -186,7 +219,8 @@ class MaskSet(nn.Module):
                     f'map to the same key {key!r}'
                 )
             self.masks[key] = ChannelMask(
-                g.size, mask_init, threshold, min_channels
+                g.size, mask_init, threshold, min_channels,
+                channel_multiple, revive
             )
             self._keys[name] = key
         self._handles: List = []
@@ -212,6 +246,11 @@ class MaskSet(nn.Module):
             n: self.masks[k].mask.detach().clone()
             for n, k in self._keys.items()
         }
+
+    def clamp_(self) -> None:
+        """`ChannelMask.clamp_` on every mask."""
+        for m in self.masks.values():
+            m.clamp_()
 
     @property
     def attached(self) -> bool:
@@ -323,6 +362,8 @@ def install_masks(
     mask_init: float = 1.0,
     threshold: float = 0.5,
     min_channels: MinChannels = 1,
+    channel_multiple: int = 1,
+    revive: bool = False,
 ) -> MaskSet:
     """Create a `MaskSet` for ``plan`` and hook it onto ``model``.
 
@@ -330,5 +371,8 @@ def install_masks(
     linears) is multiplied by its group's binary mask, so a pruned channel is
     exactly zero downstream. The set is not registered inside ``model``; keep
     it, optimise its parameters, and call ``remove()`` to undo.
+    ``channel_multiple`` and ``revive``: see `ChannelMask`.
     """
-    return MaskSet(plan, mask_init, threshold, min_channels).attach(model)
+    return MaskSet(
+        plan, mask_init, threshold, min_channels, channel_multiple, revive
+    ).attach(model)

@@ -1,5 +1,6 @@
 """Projection of the binary masks onto the cost target (METHOD.md 4)."""
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict
@@ -15,10 +16,11 @@ class ProjectionReport:
     """What `project_to_target` did.
 
     ``psi_*`` are cost ratios; ``dropped`` / ``restored`` count channels
-    switched off / on; ``reached`` is False when the target could not be met
-    (every remaining channel is protected by ``min_channels`` or costs
-    nothing); ``kept_before`` / ``kept_after`` map each group to its kept
-    channel count.
+    switched off / on; ``reached`` is True only when ``psi_after`` lies in
+    ``[target - tol, target]``, else ``reason`` says why not (fixed layers,
+    ``min_channels``, rounding to ``channel_multiple``, or channels too
+    coarse for ``tol``; ``''`` when reached); ``kept_before`` /
+    ``kept_after`` map each group to its kept channel count.
     """
 
     target: float
@@ -30,6 +32,7 @@ class ProjectionReport:
     reached: bool
     kept_before: Dict[str, int] = field(default_factory=dict)
     kept_after: Dict[str, int] = field(default_factory=dict)
+    reason: str = ''
 
 
 def project_to_target(
@@ -47,6 +50,10 @@ def project_to_target(
       until ``psi <= psi_target``; each group keeps its ``min_channels``.
     * If then ``psi < psi_target - tol``: switch pruned channels back on,
       highest ``M`` first, each only if ``psi`` stays ``<= psi_target``.
+    * If ``psi`` is still below the band (channels or blocks coarser than
+      ``tol``), mix the groups' kept counts: the highest ``psi`` at or below
+      the target over every mix of allowed counts (up to 4096 mixes), else
+      over pair moves (one group steps, another fills up).
 
     Args:
         maskset: the masks; their current binaries (frozen ones included) are
@@ -56,14 +63,17 @@ def project_to_target(
         tol: how far below the target is acceptable.
         freeze: freeze the masks at the result (default True).
         channel_multiple: round every group's kept count to a multiple of
-            this (groups smaller than it, and fully kept groups, stay as
-            they are). CPU and GPU conv kernels run much faster at widths
+            this (groups smaller than it keep exact counts, and a group may
+            stay full). CPU and GPU conv kernels run much faster at widths
             that are multiples of 8 or 16, so the MAC target then turns
             into more of a latency gain. Rounding goes down after the drop
             phase (up to one block for a group left below it); if that
             overshoots, whole blocks go (least ``M`` per unit of cost
             first), then blocks (highest mean ``M`` first) are restored
             while ``psi`` stays at or below the target.
+
+    A result outside ``[psi_target - tol, psi_target]`` warns and sets
+    ``reached=False`` with the cause in ``reason``.
 
     Returns:
         A `ProjectionReport`.
@@ -155,12 +165,14 @@ def project_to_target(
         b[chosen] = 0.0
         dropped += len(chosen)
         cur = total(b)
-    if channel_multiple > 1:
-        cur, d, r = _round_groups(b, m, sizes, mins, int(channel_multiple),
-                                  total, budget + eps)
+    q = int(channel_multiple)
+    low = [_low(s, k, q) for s, k in zip(sizes, mins)]
+    floor = budget - tol * dense
+    if q > 1:
+        cur, d, r = _round_groups(b, m, sizes, mins, q, total, budget + eps)
         dropped += d
         restored += r
-    elif cur < budget - tol * dense:
+    elif cur < floor:
         idx = (b == 0).nonzero().squeeze(1)
         order = idx[torch.argsort(-m[idx], stable=True)].tolist()
         for c in order:
@@ -171,13 +183,21 @@ def project_to_target(
                 restored += 1
             else:
                 b[c] = 0.0
-    reached = cur <= budget + eps
+    over = None
+    if cur < floor - eps:
+        cur, d, r, over = _best_mix(b, m, sizes, low, q, total, budget + eps,
+                                    floor - eps)
+        dropped += d
+        restored += r
+    reached = floor - eps <= cur <= budget + eps
+    reason = ''
     if not reached:
-        warnings.warn(
-            f'project_to_target: psi {cur / dense:.4f} stays above '
-            f'the target {target}: the remaining channels are '
-            'protected by min_channels or fixed'
-        )
+        reason = _why(b, m, sizes, mins, low, q, total, budget + eps, dense,
+                      cur, over)
+        where = ('stays above the target' if cur > budget + eps else
+                 f'lands below the band [{floor / dense:.4f}, {target}]')
+        warnings.warn(f'project_to_target: psi {cur / dense:.4f} {where}: '
+                      f'{reason}')
     if freeze:
         out, off = {}, 0
         for n, s in zip(names, sizes):
@@ -195,17 +215,53 @@ def project_to_target(
         reached=reached,
         kept_before=before,
         kept_after=kept(b),
+        reason=reason,
     )
+
+
+def _spans(sizes):
+    out, off = [], 0
+    for s in sizes:
+        out.append((off, s))
+        off += s
+    return out
+
+
+def _order(b, m):
+    """Channel order of a group: kept ones first, each part by ``M``
+    (highest first, ties by index)."""
+    i = torch.argsort(-m, stable=True)
+    return i[torch.argsort(-b[i], stable=True)]
+
+
+def _low(size: int, min_keep: int, q: int) -> int:
+    """Fewest channels a group may keep when counts round to ``q``."""
+    if size < q or q == 1:  # exact counts
+        return min(size, min_keep)
+    return min(size, max(q, -(-min_keep // q) * q))
+
+
+def _step(b, m, o, s, low, q, up):
+    """Indices that move group ``[o, o + s)`` to its next allowed count up
+    (highest ``M`` first) or down (lowest ``M`` first); None if none."""
+    seg = b[o:o + s]
+    k = int(seg.sum())
+    unit = 1 if s < q else q
+    n = min(s, (k // unit + 1) * unit) if up else ((k - 1) // unit) * unit
+    if (up and n <= k) or (not up and (k == 0 or n < low)):
+        return None
+    cand = (seg == (0 if up else 1)).nonzero().squeeze(1)
+    mm = m[o:o + s][cand]
+    cand = cand[torch.argsort(-mm if up else mm, stable=True)]
+    return cand[:abs(n - k)] + o
 
 
 def _round_groups(b, m, sizes, mins, q, total, limit):
     """Round kept counts to multiples of ``q`` in place; see
     `project_to_target`. Returns (cost, dropped, restored)."""
     dropped = restored = 0
-    spans, off = [], 0
-    for s in sizes:
-        spans.append((off, s))
-        off += s
+    spans = _spans(sizes)
+    low = [_low(s, k, q) for s, k in zip(sizes, mins)]
     for gi, (o, s) in enumerate(spans):
         k = int(b[o:o + s].sum())
         if s < q or k == s:
@@ -213,8 +269,7 @@ def _round_groups(b, m, sizes, mins, q, total, limit):
         k_new = min(s, max((k // q) * q, -(-mins[gi] // q) * q, q))
         if k_new == k:
             continue
-        # Keep the kept channels first, then by M.
-        order = torch.argsort(-(m[o:o + s] + 2.0 * b[o:o + s]), stable=True)
+        order = _order(b[o:o + s], m[o:o + s])
         new = torch.zeros(s, dtype=b.dtype)
         new[order[:k_new]] = 1.0
         dropped += int((b[o:o + s] - new).clamp(min=0).sum())
@@ -227,11 +282,9 @@ def _round_groups(b, m, sizes, mins, q, total, limit):
     while cur > limit:
         best = None
         for gi, (o, s) in enumerate(spans):
-            k = int(b[o:o + s].sum())
-            if s < q or k % q or k - q < max(q, -(-mins[gi] // q) * q):
+            block = None if s < q else _step(b, m, o, s, low[gi], q, False)
+            if block is None:
                 continue
-            on = (b[o:o + s] == 1).nonzero().squeeze(1)
-            block = on[torch.argsort(m[o:o + s][on], stable=True)][:q] + o
             b[block] = 0.0
             t = total(b)
             b[block] = 1.0
@@ -247,14 +300,10 @@ def _round_groups(b, m, sizes, mins, q, total, limit):
         dropped += len(best[1])
     while True:
         best = None
-        for o, s in spans:
-            k = int(b[o:o + s].sum())
-            if s < q or k == s:
+        for gi, (o, s) in enumerate(spans):
+            block = None if s < q else _step(b, m, o, s, low[gi], q, True)
+            if block is None:
                 continue
-            off_idx = (b[o:o + s] == 0).nonzero().squeeze(1)
-            cand = off_idx[torch.argsort(-m[o:o + s][off_idx], stable=True)]
-            block = cand[:q] if s - k >= q else cand
-            block = block + o
             b[block] = 1.0
             t = total(b)
             b[block] = 0.0
@@ -267,3 +316,129 @@ def _round_groups(b, m, sizes, mins, q, total, limit):
         b[best[1]] = 1.0
         cur = best[2]
         restored += len(best[1])
+
+
+def _best_mix(b, m, sizes, low, q, total, limit, floor, max_mix=4096,
+              max_evals=4000):
+    """Raise the cost towards ``limit`` by moving groups between their
+    allowed counts, in place: the best of every mix when there are at most
+    ``max_mix``, else pair moves (one group a step up or down, another as high
+    as fits) until the cost reaches ``floor``. Returns (cost, dropped,
+    restored, the least cost seen above ``limit`` or None)."""
+    spans = _spans(sizes)
+    start = b.clone()
+    # Channels of a group in the order counts take them: kept ones, then M.
+    orders = [_order(b[o:o + s], m[o:o + s]) + o for o, s in spans]
+    counts = [int(b[o:o + s].sum()) for o, s in spans]
+    levels = []
+    for (o, s), lo, k in zip(spans, low, counts):
+        lv = range(lo, s + 1) if s < q or q == 1 else range(0, s + 1, q)
+        levels.append(sorted({v for v in lv if v >= lo} | {s, k}))
+
+    def put(g: int, k: int) -> None:
+        b[orders[g]] = (torch.arange(sizes[g]) < k).to(b.dtype)
+
+    over = [None]
+
+    def cost() -> float:
+        t = total(b)
+        if t > limit and (over[0] is None or t < over[0]):
+            over[0] = t
+        return t
+
+    def with_counts(change: Dict[int, int]) -> float:
+        for g, k in change.items():
+            put(g, k)
+        t = cost()
+        for g in change:
+            put(g, counts[g])
+        return t
+
+    cur = total(b)
+    n_mix = 1
+    for lv in levels:
+        n_mix *= len(lv)
+        if n_mix > max_mix:
+            break
+    best = (cur, {})
+    if n_mix <= max_mix:
+        for ks in itertools.product(*levels):
+            t = with_counts(dict(enumerate(ks)))
+            if best[0] < t <= limit:
+                best = (t, dict(enumerate(ks)))
+    evals = 0
+    while n_mix > max_mix and cur < floor and evals < max_evals:
+        best = (cur, {})
+        for i, lv_i in enumerate(levels):
+            at = lv_i.index(counts[i])
+            for ki in lv_i[max(0, at - 1):at + 2]:
+                if ki == counts[i] or evals >= max_evals:
+                    continue
+                put(i, ki)
+                t = cost()
+                evals += 1
+                if best[0] < t <= limit:
+                    best = (t, {i: ki})
+                for j, lv_j in enumerate(levels):
+                    if j == i:
+                        continue
+                    a, z, fit = 0, len(lv_j) - 1, None
+                    while a <= z:  # the cost rises with each count
+                        mid = (a + z) // 2
+                        t = with_counts({j: lv_j[mid]})
+                        evals += 1
+                        if t <= limit:
+                            fit, a = (t, lv_j[mid]), mid + 1
+                        else:
+                            z = mid - 1
+                    if fit is not None and best[0] < fit[0]:
+                        best = (fit[0], {i: ki, j: fit[1]})
+                put(i, counts[i])
+        if not best[1]:
+            break
+        for g, k in best[1].items():
+            counts[g] = k
+            put(g, k)
+        cur = best[0]
+    if n_mix <= max_mix:
+        for g, k in best[1].items():
+            counts[g] = k
+            put(g, k)
+        cur = best[0]
+    diff = b - start
+    return cur, int((diff < 0).sum()), int((diff > 0).sum()), over[0]
+
+
+def _why(b, m, sizes, mins, low, q, total, limit, dense, cur, over) -> str:
+    """Why the cost ``cur`` misses the band, for the warning and report
+    (``over``: the least cost seen above the target)."""
+    spans = _spans(sizes)
+
+    def at(counts) -> float:
+        x = torch.zeros_like(b)
+        for (o, s), k in zip(spans, counts):
+            x[_order(b[o:o + s], m[o:o + s])[:k] + o] = 1.0
+        return total(x) / dense
+
+    if cur > limit:
+        fixed = at([0] * len(spans))
+        if fixed * dense > limit:
+            return (f'the fixed (unprunable) layers alone cost psi '
+                    f'{fixed:.4f} (see plan.kept)')
+        least = at(mins)
+        if least * dense > limit:
+            return (f'min_channels protects the remaining channels (psi '
+                    f'{least:.4f} with every group at its minimum)')
+        if q > 1:
+            return (f'rounding to channel_multiple={q}: no mix of '
+                    f'multiples of {q} found at or below the target (psi '
+                    f'{at(low):.4f} with every group at its smallest)')
+        return 'no kept channel left whose removal lowers psi'
+    above = 'none' if over is None else f'{over / dense:.4f}'
+    if q > 1:
+        return (f'rounding to channel_multiple={q}: no mix of multiples of '
+                f'{q} found in the band; the nearest feasible psi levels are '
+                f'{cur / dense:.4f} (taken) and {above}')
+    return ('channels too coarse for tol: no mix of channel counts found '
+            'in the band; the nearest feasible psi levels are '
+            f'{cur / dense:.4f} (taken) and {above}')

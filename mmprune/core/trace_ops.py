@@ -8,7 +8,16 @@ the call is outside what it models; the tracer then keeps the channels of the
 inputs at full width and reports the function.
 """
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Tuple,
+)
 
 from torch import Tensor
 
@@ -48,8 +57,8 @@ _BINARY_DUNDER = _words(
 _ALIASES = {
     'truediv': 'div', 'true_divide': 'div', 'divide': 'div',
     'subtract': 'sub', 'multiply': 'mul', 'concat': 'cat',
-    'concatenate': 'cat', 'clip': 'clamp', 'clamp_min': 'clamp',
-    'clamp_max': 'clamp', 'swapaxes': 'transpose', 'swapdims': 'transpose',
+    'concatenate': 'cat', 'clip': 'clamp', '_threshold': 'threshold',
+    'swapaxes': 'transpose', 'swapdims': 'transpose',
     'absolute': 'abs', 'negative': 'neg', 'floordiv': 'floor_divide',
     'and': 'logical_and', 'greater': 'gt', 'less': 'lt',
     'greater_equal': 'ge', 'less_equal': 'le', 'not_equal': 'ne',
@@ -78,7 +87,7 @@ CREATE = _words(
 LIKE = _words('type_as to view_as reshape_as expand_as')
 # Element-wise, per channel, and 0 stays 0.
 _UNARY_ZERO = _words(
-    'relu relu6 leaky_relu elu selu celu gelu silu mish hardswish hardtanh '
+    'relu relu6 leaky_relu elu selu celu gelu silu mish hardswish '
     'tanh neg abs clone contiguous detach to float half double bfloat16 '
     'type_as type cpu cuda dropout dropout1d dropout2d dropout3d '
     'alpha_dropout feature_alpha_dropout sign sqrt square erf softsign '
@@ -91,6 +100,8 @@ _UNARY_NONZERO = _words(
     'log10 reciprocal rsqrt erfc acos logical_not bitwise_not isnan isinf '
     'isfinite signbit'
 )
+# Element-wise, per channel; 0 stays 0 only for some arguments (`_op_unary`).
+_UNARY_BOUNDED = _words('clamp clamp_min clamp_max hardtanh threshold')
 # Per channel over the spatial axes of an [N, C, ...] tensor; 0 stays 0.
 _SPATIAL = _words(
     'max_pool1d max_pool2d max_pool3d max_pool1d_with_indices '
@@ -136,6 +147,38 @@ def _arg(args, kwargs, pos: int, key: str, default=None):
     return args[pos] if len(args) > pos else default
 
 
+def _bounded_at_zero(base: str, args, kwargs) -> Optional[float]:
+    """``f(0)`` of a clamp-like op, or None for non-scalar bounds.
+
+    A pruned channel is 0 before the op; it stays prunable only if
+    ``f(0) == 0`` (e.g. ``hardtanh(0.1, 1)`` maps it to 0.1).
+    """
+    if base == 'threshold':  # y = x if x > threshold else value
+        th = _arg(args, kwargs, 1, 'threshold')
+        value = _arg(args, kwargs, 2, 'value')
+        if not (_is_num(th) and _is_num(value)):
+            return None
+        return 0.0 if 0 > th else float(value)
+    if base == 'hardtanh':
+        lo = _arg(args, kwargs, 1, 'min_val', -1.0)
+        hi = _arg(args, kwargs, 2, 'max_val', 1.0)
+    elif base == 'clamp_min':
+        lo, hi = _arg(args, kwargs, 1, 'min'), None
+    elif base == 'clamp_max':
+        lo, hi = None, _arg(args, kwargs, 1, 'max')
+    else:  # clamp / clip
+        lo = _arg(args, kwargs, 1, 'min')
+        hi = _arg(args, kwargs, 2, 'max')
+    if not all(v is None or _is_num(v) for v in (lo, hi)):
+        return None
+    y = 0.0 if lo is None else max(0.0, float(lo))
+    return y if hi is None else min(y, float(hi))
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float))
+
+
 def _op_unary(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
     info = ctx._info(x) if isinstance(x, Tensor) else None
@@ -143,15 +186,11 @@ def _op_unary(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         return False
     segs = info.segs
     nonzero = base in _UNARY_NONZERO
-    if base == 'clamp':
-        lo = _arg(args, kwargs, 1, 'min')
-        hi = _arg(args, kwargs, 2, 'max')
-        if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+    if base in _UNARY_BOUNDED:
+        f0 = _bounded_at_zero(base, args, kwargs)
+        if f0 is None:
             return False
-        nonzero = (lo is not None and lo > 0) or (hi is not None and hi < 0)
-    elif base == 'threshold':
-        value = _arg(args, kwargs, 2, 'value')
-        nonzero = value != 0
+        nonzero = f0 != 0
     elif base == 'pow':
         e = _arg(args, kwargs, 1, 'exponent')
         if rev or not isinstance(e, (int, float)):
@@ -500,7 +539,7 @@ def _op_softmax(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
 
 
 OPS: Dict[str, Callable] = {}
-for _n in _UNARY_ZERO | _UNARY_NONZERO | {'clamp', 'threshold'}:
+for _n in _UNARY_ZERO | _UNARY_NONZERO | _UNARY_BOUNDED:
     OPS[_n] = _op_unary
 for _n in _SPATIAL:
     OPS[_n] = _op_spatial

@@ -1,10 +1,13 @@
 """The masked model computes what the physically pruned model computes."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from mmprune.core import CostModel, discover_groups, install_masks
+from mmprune.core.surgery import prune_model
 
 from .nets import (
     Chain,
@@ -188,3 +191,75 @@ def test_linear_site_masks_last_axis():
         small[2].weight.copy_(net[2].weight[:, keep])
         small[2].bias.copy_(net[2].bias)
     assert torch.allclose(net(x), small(x), atol=1e-6)
+
+
+class Fn(nn.Module):
+    """A torch function as a module (for parametrised nets)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class NormThenOp(nn.Module):
+    """conv 3->8 - BN - ``op`` - conv 8->6 - BN - ReLU - head 6->2."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.op = op
+        self.c2 = nn.Conv2d(8, 6, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.head = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = self.op(self.bn1(self.c1(x)))
+        return self.head(torch.relu(self.bn2(self.c2(y))))
+
+
+@pytest.mark.parametrize(
+    'op,name',
+    [
+        # f(0) != 0: a masked channel leaves the op non-zero, so c1 is kept.
+        (nn.Hardtanh(0.1, 1.0), 'hardtanh'),
+        (Fn(lambda x: torch.clamp_max(x, -0.5)), 'clamp_max'),
+        (Fn(lambda x: x.clamp(min=0.2)), 'clamp'),
+        (Fn(lambda x: x.clamp_min(0.3)), 'clamp_min'),
+        (Fn(lambda x: torch.clip(x, -2.0, -0.1)), 'clamp'),
+        (nn.Threshold(0.1, 20.0), 'threshold'),
+        # f(0) == 0: c1 stays prunable.
+        (nn.Hardtanh(-1.0, 1.0), None),
+        (nn.ReLU6(), None),
+        (Fn(lambda x: torch.clamp(x, min=0)), None),
+        (Fn(lambda x: x.clamp_max(0.5)), None),
+        (nn.Threshold(0.1, 0.0), None),
+    ],
+)
+def test_clamp_like_ops_keep_channels_unless_zero_stays_zero(op, name):
+    net = randomise(NormThenOp(op))
+    plan = discover_groups(net, X)
+    assert 'c2' in plan.groups
+    if name is None:
+        assert 'c1' in plan.groups and plan.unsupported == []
+    else:
+        assert 'c1' not in plan.groups
+        why = dict(plan.kept)['c1']
+        assert f'pass {name} (maps 0 to non-zero)' in why, why
+    # Masked and exported models agree with channels pruned in every group.
+    b = {}
+    for g, grp in plan.groups.items():
+        b[g] = torch.zeros(grp.size)
+        b[g][[0, 2, 3]] = 1.0
+    dense = net(X)
+    ms = install_masks(net, plan)
+    ms.freeze(b)
+    masked = net(X)
+    ms.remove()
+    small = copy.deepcopy(net)
+    prune_model(small, plan, b)
+    assert torch.allclose(small(X), masked, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(small(X), dense, atol=1e-3)

@@ -135,6 +135,53 @@ def test_modulated_deform_conv():
     assert plan.unsupported == []
 
 
+def dcn_block(kind, deform_groups):
+    """stem 3->8 - BN - ReLU -> deformable conv 8->6 - BN - ReLU -> head."""
+    if kind == 'torch':
+        from mmprune.models.layers.deform_conv import (
+            ModulatedDeformConv2dPackTorch as DCN,
+        )
+    else:
+        from mmcv import ops
+
+        DCN = getattr(ops, kind)
+    return nn.Sequential(
+        cbr(3, 8),
+        DCN(8, 6, 3, padding=1, deform_groups=deform_groups),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 2, 1),
+    )
+
+
+@pytest.mark.parametrize(
+    'kind',
+    ['ModulatedDeformConv2dPack', 'DeformConv2dPack', 'torch'],
+)
+def test_deform_groups_keep_the_dcn_input(kind):
+    """The offset groups split a DCN's input channels, so export cannot
+    prune them: with deform_groups > 1 they are kept from the start."""
+    from mmprune.core import prune_model
+
+    plan = discover_groups(dcn_block(kind, 1), X)
+    assert list(plan.groups) == ['0.0', '1']
+    net = randomise(dcn_block(kind, 2))
+    plan = discover_groups(net, X)
+    assert list(plan.groups) == ['1'] and plan.unsupported == []
+    why = dict(plan.kept)['0.0']
+    assert 'input of a deformable conv with deform_groups=2 (1)' in why
+    assert plan.layers['1'].in_map == (Segment(None, 0, 8),)
+    assert plan.layers['1.conv_offset'].in_map == (Segment(None, 0, 8),)
+    b = {'1': torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])}
+    ms = install_masks(net, plan)
+    ms.freeze(b)
+    masked = net(X)
+    ms.remove()
+    prune_model(net, plan, b)  # refused the DCN's input before
+    assert net[1].weight.shape == (4, 8, 3, 3)
+    assert torch.allclose(net(X), masked, atol=1e-5)
+
+
 class Gamma(nn.Module):
     """A per-channel scale the tracer does not know."""
 

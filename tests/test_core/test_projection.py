@@ -125,7 +125,7 @@ def test_projection_respects_min_channels_and_reports_unreachable():
     plan, cm, ms = setup(min_channels=0.5)
     with pytest.warns(UserWarning, match='stays above the target'):
         rep = project_to_target(ms, cm, 0.05, tol=0.01)
-    assert not rep.reached
+    assert not rep.reached and 'min_channels' in rep.reason
     assert rep.kept_after == {'b1.0': 4, 'b2.0': 3}
     # 9*3*4*64 + 9*4*3*64 + 3*4*64 = 6912 + 6912 + 768
     assert rep.psi_after == pytest.approx(14592 / DENSE_CHAIN)
@@ -184,3 +184,90 @@ def test_channel_multiple_rounding_up_never_overshoots_the_target():
     assert rep.psi_after >= 0.15
     assert rep.kept_after[first] % 16 == 0 and rep.kept_after[first] >= 16
     assert rep.kept_after[second] % 16 == 0
+
+
+def chain(*widths, out=4):
+    """3 -> widths (conv 3x3-BN-ReLU each) -> 1x1 conv to ``out`` (the
+    output); returns (plan, cost model, mask set)."""
+    from mmprune.core import MaskSet
+
+    layers, c = [], 3
+    for w in widths:
+        layers += [
+            torch.nn.Conv2d(c, w, 3, padding=1),
+            torch.nn.BatchNorm2d(w),
+            torch.nn.ReLU(),
+        ]
+        c = w
+    net = torch.nn.Sequential(*layers, torch.nn.Conv2d(c, out, 1))
+    plan = discover_groups(net, X)
+    return plan, CostModel(plan), MaskSet(plan)
+
+
+def test_channel_multiple_band_out_of_reach_is_reported_not_reached():
+    """Multiples of 16 of two 32-channel groups give psi 0.274 (16, 16),
+    0.506 (16, 32), 0.542 (32, 16) or 1: none in [0.48, 0.5]."""
+    _, cost, ms = chain(32, 32)
+    with torch.no_grad():
+        for name in ms.group_names:
+            ms.mask(name).mask.uniform_(0.5, 1.0)
+    with pytest.warns(UserWarning, match='channel_multiple=16'):
+        rep = project_to_target(ms, cost, 0.5, tol=0.02, channel_multiple=16)
+    # 9*3*16 + 9*16*16 + 16*4 = 2800 of 9*3*32 + 9*32*32 + 32*4 = 10208.
+    assert rep.psi_after == pytest.approx(2800 / 10208)
+    assert not rep.reached
+    assert 'channel_multiple=16' in rep.reason
+    assert '0.2743 (taken) and 0.5063' in rep.reason
+    assert float(cost.psi(ms.binaries())) == pytest.approx(rep.psi_after)
+
+
+def test_channel_multiple_mixes_roundings_to_reach_the_band():
+    """Rounding and restoring single blocks stop at psi 0.365 (16, 24, 24)
+    here; another mix of multiples of 8 lands in [0.38, 0.4]."""
+    _, cost, ms = chain(32, 48, 24)
+    with torch.no_grad():
+        for i, name in enumerate(ms.group_names):
+            size = ms.mask(name).num_channels
+            ms.mask(name).mask.copy_(torch.linspace(0.5 + i / 10, 1.0, size))
+    rep = project_to_target(ms, cost, 0.4, tol=0.02, channel_multiple=8)
+    assert rep.reached and rep.reason == ''
+    assert 0.38 <= rep.psi_after <= 0.4
+    assert float(cost.psi(ms.binaries())) == pytest.approx(rep.psi_after)
+    for name, kept in rep.kept_after.items():
+        assert kept % 8 == 0, (name, kept)
+
+
+def test_fixed_layers_are_named_when_the_target_is_out_of_reach():
+    """A fixed 3->64 branch to the output is 88 % of the MACs."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = cbr(3, 8)
+            self.a_head = torch.nn.Conv2d(8, 2, 1)
+            self.b = torch.nn.Conv2d(3, 64, 3, padding=1)
+
+        def forward(self, x):
+            return self.a_head(self.a(x)), self.b(x)
+
+    plan, cm, ms = setup(Net)
+    assert list(plan.groups) == ['a.0']
+    with pytest.warns(UserWarning, match='stays above the target'):
+        rep = project_to_target(ms, cm, 0.5)
+    assert not rep.reached
+    assert 'fixed (unprunable) layers' in rep.reason
+    # b: 9*3*64 of 9*3*64 + 9*3*8 + 8*2 MACs per position.
+    assert '0.8816' in rep.reason
+
+
+def test_one_channel_coarser_than_the_band_is_reported():
+    """Chain's feasible psi levels around 0.54 are 0.5179 (4, 6) and 0.5476
+    (8, 2): [0.53, 0.54] is out of reach even at one-channel steps."""
+    _, cm, ms = setup()
+    with pytest.warns(UserWarning, match='lands below the band'):
+        rep = project_to_target(ms, cm, 0.54, tol=0.01)
+    assert not rep.reached
+    assert rep.psi_after == pytest.approx((9 * 12 + 9 * 24 + 24) / 672)
+    assert rep.kept_after == {'b1.0': 4, 'b2.0': 6}
+    assert 'channels too coarse for tol' in rep.reason
+    assert '0.5179 (taken) and 0.5476' in rep.reason

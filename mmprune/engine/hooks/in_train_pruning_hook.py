@@ -25,10 +25,14 @@ from mmengine.model import is_model_wrapper
 
 from mmprune.core import (
     HW_LOSS_FORMS,
+    TARGET_SCHEDULES,
     CostModel,
+    auto_b,
     discover_groups,
+    hw_scale,
     install_masks,
     project_to_target,
+    scheduled_target,
 )
 
 #: Attribute under which the MaskSet is registered in the detector, so the
@@ -67,12 +71,17 @@ class InTrainPruningHook(Hook):
     Needs ``optim_wrapper.type='PruneOptimWrapper'`` (or
     ``'PruneAmpOptimWrapper'``).
 
+    The defaults are the dynamics that reach the target by training (README,
+    "How the masks reach the target"); ``target_schedule='constant'``,
+    ``normalize=False``, ``revive=False`` and ``channel_multiple_in_train=
+    False`` give the seed's form (``configs/*_seed.py``).
+
     Args:
         psi_target: target fraction of the dense model's MACs, in (0, 1].
         b: weight of ``L_HW`` in the prune loss (seed: 10; 50 for extreme
-            targets), or ``'auto'``: chosen at ``prune_start`` so that a mask
-            at 1.0 driven by ``L_HW`` alone crosses the threshold after half
-            of the window, whatever the window's length (see README).
+            targets), or ``'auto'``: chosen at ``prune_start`` from the
+            window's length, so that the masks can follow the scheduled
+            target whatever the schedule (see `_auto_b`).
         prune_start: first epoch / iteration (0-based) in which masks train.
         prune_end: epoch / iteration at which masks freeze. ``None``: the end
             of training (masks freeze after the last iteration).
@@ -81,7 +90,8 @@ class InTrainPruningHook(Hook):
         mask_init: initial value of every mask.
         min_channels: channels every group keeps (int, or ratio in (0, 1]).
         skip: module-name patterns (globs) never pruned.
-        loss_form: ``'hinge'``, ``'abs'`` or ``'square'`` (METHOD.md 3b).
+        loss_form: ``'band'`` (default), ``'square'``, ``'hinge'`` or ``'abs'``
+            (`mmprune.core.hw_loss`; the seed's is ``'hinge'``).
         enforce_target_at_freeze: project the binary masks onto
             ``[psi_target - tolerance, psi_target]`` when they freeze.
         tolerance: the accepted shortfall below the target.
@@ -89,8 +99,20 @@ class InTrainPruningHook(Hook):
         input_shape: ``(H, W)`` at which MACs are counted; ``None``: the
             padded shape of the first training batch.
         channel_multiple: round every group's kept channels to a multiple
-            of this at freeze (8 or 16 turn MACs into more real speed-up on
-            CPU / GPU kernels); 1 keeps exact counts.
+            of this (8 or 16 turn MACs into more real speed-up on CPU / GPU
+            kernels); 1 keeps exact counts.
+        channel_multiple_in_train: round during training already (the
+            binary masks keep multiples, so psi and the task loss see the
+            exported widths); False rounds only at the freeze.
+        target_schedule: ``'cubic'``, ``'linear'`` or ``'constant'``: how
+            the target of ``L_HW`` falls from 1 to ``psi_target`` over the
+            first ``target_ramp`` of the window (`scheduled_target`).
+        target_ramp: fraction of the window over which the target falls.
+        normalize: divide ``L_HW`` by the mean ``d psi / d B`` of the dense
+            model's channels, so an average channel feels ``b * L_HW'``
+            whatever the model's size.
+        revive: masks stay in [0, 1] and pass gradient at 0, so a pruned
+            channel can come back when psi falls below the target.
     """
 
     priority = 'ABOVE_NORMAL'
@@ -105,12 +127,17 @@ class InTrainPruningHook(Hook):
                  mask_init: float = 1.0,
                  min_channels: Union[int, float] = 1,
                  skip: Sequence[str] = (),
-                 loss_form: str = 'square',
+                 loss_form: str = 'band',
                  enforce_target_at_freeze: bool = True,
                  tolerance: float = 0.02,
                  cost: str = 'macs',
                  input_shape: Optional[Sequence[int]] = None,
-                 channel_multiple: int = 1) -> None:
+                 channel_multiple: int = 1,
+                 channel_multiple_in_train: bool = True,
+                 target_schedule: str = 'cubic',
+                 target_ramp: float = 0.75,
+                 normalize: bool = True,
+                 revive: bool = True) -> None:
         key = 'custom_hooks.InTrainPruningHook'
         if not 0.0 < float(psi_target) <= 1.0:
             raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
@@ -126,6 +153,12 @@ class InTrainPruningHook(Hook):
         if loss_form not in HW_LOSS_FORMS:
             raise ValueError(f'{key}.loss_form must be one of {HW_LOSS_FORMS}'
                              f', got {loss_form!r}')
+        if target_schedule not in TARGET_SCHEDULES:
+            raise ValueError(f'{key}.target_schedule must be one of '
+                             f'{TARGET_SCHEDULES}, got {target_schedule!r}')
+        if not 0.0 < float(target_ramp) <= 1.0:
+            raise ValueError(f'{key}.target_ramp must lie in (0, 1], got '
+                             f'{target_ramp!r}')
         if input_shape is not None and len(input_shape) != 2:
             raise ValueError(f'{key}.input_shape must be (H, W), got '
                              f'{input_shape!r}')
@@ -147,6 +180,14 @@ class InTrainPruningHook(Hook):
             raise ValueError(f'{key}.channel_multiple must be an int >= 1, '
                              f'got {channel_multiple!r}')
         self.channel_multiple = int(channel_multiple)
+        self.multiple_in_train = bool(channel_multiple_in_train)
+        self.target_schedule = target_schedule
+        self.target_ramp = float(target_ramp)
+        self.normalize = bool(normalize)
+        self.revive = bool(revive)
+        self.hw_scale = 1.0
+        # The target of the current iteration: 1 before the window.
+        self.psi_now = 1.0
         self.maskset = None
         self.cost_model = None
         self.plan = None
@@ -186,8 +227,13 @@ class InTrainPruningHook(Hook):
         self.trace_inputs = (inputs, samples)
         self.plan = trace_detector(model, inputs, samples, self.skip)
         self.cost_model = CostModel(self.plan, cost=self.cost)
-        self.maskset = install_masks(model, self.plan, self.mask_init,
-                                     self.threshold, self.min_channels)
+        self.maskset = install_masks(
+            model, self.plan, self.mask_init, self.threshold,
+            self.min_channels,
+            self.channel_multiple if self.multiple_in_train else 1,
+            self.revive)
+        if self.normalize:
+            self.hw_scale = hw_scale(self.cost_model)
         # Off until the window opens: the detector computes its dense
         # function (METHOD.md 4: masks are fixed at 1 before prune_start).
         self.maskset.remove()
@@ -208,6 +254,8 @@ class InTrainPruningHook(Hook):
             wrapper.attach_pruning(self.maskset, self.cost_model,
                                    self.psi_target, self.b_value or 0.0,
                                    self.loss_form)
+            wrapper.hw_scale = self.hw_scale
+            wrapper.hw_tol = self.tolerance
 
     @staticmethod
     def _is_training(runner) -> bool:
@@ -217,8 +265,32 @@ class InTrainPruningHook(Hook):
         return isinstance(runner._train_loop, BaseLoop)
 
     def before_train(self, runner) -> None:
-        """Log the one-table summary of what will be pruned."""
+        """Check the window against the train loop; log the summary."""
+        self._check_schedule(runner)
         runner.logger.info(self.summary())
+
+    def _check_schedule(self, runner) -> None:
+        """Refuse windows the train loop cannot run, before any training."""
+        from mmengine.runner import EpochBasedTrainLoop
+        key = 'custom_hooks.InTrainPruningHook'
+        loop = runner.train_loop
+        if self.by_epoch and not isinstance(loop, EpochBasedTrainLoop):
+            raise ValueError(
+                f'{key}.by_epoch=True needs an EpochBasedTrainLoop, but '
+                f'train_cfg builds {type(loop).__name__}; set by_epoch=False '
+                'and give prune_start / prune_end in iterations')
+        end = runner.max_epochs if self.by_epoch else runner.max_iters
+        unit = 'max_epochs' if self.by_epoch else 'max_iters'
+        if self.prune_start >= end:
+            raise ValueError(
+                f'{key}.prune_start={self.prune_start} must be below the '
+                f'end of training (train_cfg.{unit}={end}): the masks would '
+                'never train')
+        if self.prune_end is not None and self.prune_end > end:
+            raise ValueError(
+                f'{key}.prune_end={self.prune_end} lies beyond the end of '
+                f'training (train_cfg.{unit}={end}): the masks would never '
+                'freeze; use prune_end <= ' f'{end} or None')
 
     def summary(self) -> str:
         """Groups found, prunable MACs share, and what is kept and why."""
@@ -238,6 +310,11 @@ class InTrainPruningHook(Hook):
             f'window=[{self.prune_start}, {self.prune_end}) '
             f'{"epochs" if self.by_epoch else "iters"}, '
             f'loss={self.loss_form}',
+            f'  dynamics: target {self.target_schedule} over '
+            f'{self.target_ramp:.0%} of the window, normalize='
+            f'{self.normalize} (scale {self.hw_scale:.4g}), revive='
+            f'{self.revive}, channel_multiple={self.channel_multiple}'
+            f'{" in training" if self.multiple_in_train else " at freeze"}',
         ]
         for name, why in plan.kept:
             lines.append(f'  kept   {name}: {why}')
@@ -261,6 +338,7 @@ class InTrainPruningHook(Hook):
         wrapper = runner.optim_wrapper
         if self.maskset.frozen:
             wrapper.prune_active = False
+            self.psi_now = self.psi_target
             return
         if step >= self._end(runner):
             self._freeze(runner)
@@ -270,8 +348,19 @@ class InTrainPruningHook(Hook):
             if not self.started:
                 self._start(runner)
             wrapper.prune_active = True
+            self.psi_now = scheduled_target(
+                self._window_progress(runner), self.psi_target,
+                self.target_schedule, self.target_ramp)
+            wrapper.psi_target = self.psi_now
         else:
             wrapper.prune_active = False
+
+    def _window_progress(self, runner) -> float:
+        """Position of the current iteration in the window, in [0, 1)."""
+        start = self.prune_start
+        if self.by_epoch:
+            start *= len(runner.train_dataloader)
+        return (runner.iter - start) / self._window_iters(runner)
 
     def _start(self, runner) -> None:
         self.started = True
@@ -291,28 +380,11 @@ class InTrainPruningHook(Hook):
         return max(int(n), 1)
 
     def _auto_b(self, runner) -> float:
-        """b such that ``L_HW`` alone would take the costliest channels (the
-        90th percentile of ``|d psi / d B|``) from 1 to the threshold in half
-        of the window: ``b = (1 - thr) / (lr * g90 * dL/dpsi * N / 2)``.
-
-        ``dL/dpsi`` is the loss form's slope at psi = 1 and ``N`` the window
-        in iterations. Cheaper channels move slower, so the task loss decides
-        among them; the projection at freeze closes the remaining gap.
-        """
-        ones = {k: v.clone().requires_grad_(True)
-                for k, v in self.cost_model.ones().items()}
-        psi = self.cost_model.psi(ones)
-        grads = torch.autograd.grad(psi, list(ones.values()))
-        per_channel = torch.cat([x.abs().flatten() for x in grads]).float()
-        g = torch.quantile(per_channel, 0.9).item()
-        slope = {'hinge': 1.0, 'abs': 1.0,
-                 'square': 2.0 * (1.0 - self.psi_target)}[self.loss_form]
+        """`mmprune.core.auto_b` for this run's window and mask lr."""
         lr = runner.optim_wrapper.mask_optimizer.param_groups[0]['lr']
-        n = self._window_iters(runner)
-        if g <= 0 or slope <= 0:
-            raise ValueError("b='auto': psi does not depend on any mask "
-                             '(nothing prunable) or psi_target is 1.0')
-        return (1.0 - self.threshold) / (lr * g * slope * 0.5 * n)
+        return auto_b(self.cost_model, lr, self._window_iters(runner),
+                      self.threshold, self.loss_form, self.psi_target,
+                      self.normalize)
 
     def _freeze(self, runner) -> None:
         if not self.maskset.attached:
@@ -322,11 +394,15 @@ class InTrainPruningHook(Hook):
                                     self.psi_target, self.tolerance,
                                     channel_multiple=self.channel_multiple)
             self.freeze_report = rep
+            total = sum(g.size for g in self.plan.groups.values())
+            moved = rep.dropped + rep.restored
             runner.logger.info(
                 f'InTrainPruningHook: masks frozen; psi {rep.psi_before:.4f}'
-                f' -> {rep.psi_after:.4f} (target {self.psi_target}, '
-                f'dropped {rep.dropped}, restored {rep.restored} channels'
-                f'{"" if rep.reached else "; TARGET NOT REACHED"})')
+                f' by training -> {rep.psi_after:.4f} after the projection '
+                f'(target {self.psi_target}; dropped {rep.dropped}, '
+                f'restored {rep.restored}: moved {moved} of {total} channels'
+                f', {100.0 * moved / max(total, 1):.1f} %'
+                f'{"" if rep.reached else "; TARGET NOT REACHED: " + rep.reason})')
         else:
             self.maskset.freeze()
             psi = self.current_psi()
@@ -359,11 +435,22 @@ class InTrainPruningHook(Hook):
         wrapper = runner.optim_wrapper
         loss_hw = wrapper.last_loss_hw if wrapper.prune_active else 0.0
         hub.update_scalar('train/psi', psi)
+        hub.update_scalar('train/psi_target', self.psi_now)
         hub.update_scalar('train/loss_hw', loss_hw)
         hub.update_scalar('train/pruned_channels', pruned)
+        # A window that closes with training freezes after its last
+        # iteration, before CheckpointHook (lower priority) saves it.
+        if runner.iter + 1 >= runner.max_iters and self.started and \
+                not self.maskset.frozen and self._closes_with_training(runner):
+            self._freeze(runner)
+
+    def _closes_with_training(self, runner) -> bool:
+        end = runner.max_epochs if self.by_epoch else runner.max_iters
+        return self._end(runner) >= end
 
     def after_train(self, runner) -> None:
-        """Freeze at the end of training when the window reaches it."""
+        """Freeze at the end of training when the window reaches it (a
+        run that stopped early; normally done after the last iteration)."""
         if not self.maskset.frozen and self.started and \
                 self._progress(runner) >= self._end(runner):
             self._freeze(runner)
@@ -376,6 +463,11 @@ class InTrainPruningHook(Hook):
             psi=psi, psi_target=self.psi_target,
             started=self.started, frozen=bool(self.maskset.frozen),
             b=self.b_value, pruned_channels=pruned)
+        rep = self.freeze_report
+        if rep is not None:
+            checkpoint['meta']['prune'].update(
+                psi_trained=rep.psi_before,
+                projection_moved=rep.dropped + rep.restored)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Restore the schedule state; re-attach masks that were running.

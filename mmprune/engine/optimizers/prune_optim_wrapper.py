@@ -9,11 +9,13 @@ prune loss is added, the mask gradients are all-reduced and the masks get
 their own optimizer, whatever detector or train loop is in use.
 
 The loss it minimises (METHOD.md section 3d):
-``L_prune = L_task + b * L_HW(psi)``, with ``L_HW`` in one of the forms of
-:func:`mmprune.core.hw_loss`. The weights keep the detector's optimizer on
-``L_task`` (+ its own weight decay); the masks get ``SGD(lr=0.01,
-weight_decay=mask_weight_decay)`` (the mask decay is the seed's ``L_reg`` on
-masks).
+``L_prune = L_task + b * s * L_HW(psi, psi_t)``, with ``L_HW`` in one of the
+forms of :func:`mmprune.core.hw_loss`, ``psi_t`` the target of the current
+iteration and ``s`` the normalisation, both set by `InTrainPruningHook`
+(``s = 1`` and ``psi_t = psi*`` reproduce the seed). The weights keep the
+detector's optimizer on ``L_task`` (+ its own weight decay); the masks get
+``SGD(lr=0.01, weight_decay=mask_weight_decay)`` (the mask decay is the
+seed's ``L_reg`` on masks).
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ class _PruneMixin:
         self.cost_model: Optional[CostModel] = None
         self.prune_active = False
         self.b = 0.0
+        self.hw_scale = 1.0
+        self.hw_tol = 0.0
         self.psi_target = 1.0
         self.loss_form = 'hinge'
         self.last_psi = 1.0
@@ -78,10 +82,15 @@ class _PruneMixin:
             self._pending_mask_state = None
 
     def prune_terms(self, with_grad: bool) -> Dict[str, torch.Tensor]:
-        """``psi`` and ``b * L_HW`` at the current binary masks (scalars)."""
+        """``psi`` and ``s * L_HW`` at the current binary masks (scalars).
+
+        ``psi_target`` is this iteration's target (the hook schedules it).
+        """
         with torch.set_grad_enabled(with_grad):
             psi = self.cost_model.psi(self.maskset.binaries())
-            loss_hw = hw_loss(psi, self.psi_target, self.loss_form)
+            loss_hw = hw_loss(psi, self.psi_target, self.loss_form,
+                              self.hw_tol)
+            loss_hw = loss_hw * self.hw_scale
         self.last_psi = float(psi.detach())
         self.last_loss_hw = float(loss_hw.detach())
         return dict(psi=psi, loss_hw=loss_hw)
@@ -113,6 +122,7 @@ class _PruneMixin:
         if self.prune_active:
             self._sync_mask_grads()
             self._mask_step()
+            self.maskset.clamp_()
         # Outside the window the task loss still reaches the masks through
         # the estimator; drop it so they stay exactly where they are.
         self.mask_optimizer.zero_grad()

@@ -1,0 +1,134 @@
+"""The hook's dynamics on a real detector: psi reaches the target by
+training, the schedule is checked up front, and what is saved is final."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.runner import Runner
+
+from mmprune.core import CostModel
+from mmprune.engine.hooks import MASKS_ATTR, InTrainPruningHook
+from tests.dropin import make_tiny_coco, tiny_config
+from tests.test_engine.test_pruning_dropin import add_pruning
+
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('coco'))
+    make_tiny_coco(root, num_images=4)
+    return root
+
+
+def _cfg(coco, work_dir, max_iters, ckpt_interval=None, **hook):
+    cfg = tiny_config('retinanet_r50_fpn', coco, work_dir,
+                      max_iters=max_iters)
+    cfg = add_pruning(cfg, **hook)
+    cfg.optim_wrapper.mask_optimizer = dict(type='SGD', lr=0.01)
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', by_epoch=False,
+        interval=ckpt_interval or max_iters)
+    return cfg
+
+
+def _hook(runner):
+    return next(h for h in runner.hooks if isinstance(h, InTrainPruningHook))
+
+
+@pytest.mark.slow
+def test_training_alone_reaches_the_target(coco, tmp_path):
+    cfg = _cfg(coco, str(tmp_path / 'w'), 24, prune_start=2, prune_end=22,
+               b='auto', enforce_target_at_freeze=False)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = _hook(runner)
+    masks = getattr(runner.model, MASKS_ATTR)
+    assert masks.frozen
+    # psi counted afresh from the frozen binaries, with a new cost model.
+    cm = CostModel(hook.plan)
+    psi = float(cm.psi({k: v.detach() for k, v in masks.binaries().items()}))
+    assert abs(psi - 0.5) <= 0.05, psi
+
+
+@pytest.mark.slow
+def test_checkpoint_at_the_end_holds_frozen_projected_masks(coco, tmp_path):
+    # prune_end=None: the window closes with training.
+    cfg = _cfg(coco, str(tmp_path / 'w'), 8, prune_start=2, prune_end=None,
+               b=1000)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    state = torch.load(osp.join(str(tmp_path / 'w'), 'iter_8.pth'),
+                       map_location='cpu', weights_only=True)
+    meta = state['meta']['prune']
+    assert meta['frozen'] is True
+    sd = state['state_dict']
+    flags = [v for k, v in sd.items()
+             if k.startswith(MASKS_ATTR) and k.endswith('.frozen')]
+    assert flags and all(bool(f) for f in flags)
+    # The saved binaries meet the target band.
+    hook = _hook(runner)
+    binaries = {}
+    for name in hook.maskset.group_names:
+        key = name.replace('.', '-') if name else '-'
+        binaries[name] = sd[f'{MASKS_ATTR}.masks.{key}.frozen_binary']
+    psi = float(CostModel(hook.plan).psi(binaries))
+    assert 0.5 - 0.02 - 1e-9 <= psi <= 0.5 + 1e-9
+    assert meta['psi'] == pytest.approx(psi)
+
+
+def test_schedule_refused_before_training(coco, tmp_path):
+    cfg = _cfg(coco, str(tmp_path / 'a'), 4, prune_start=1, prune_end=3,
+               by_epoch=True)
+    with pytest.raises(ValueError, match='by_epoch=True needs an '
+                       'EpochBasedTrainLoop.*IterBasedTrainLoop'):
+        Runner.from_cfg(cfg).train()
+    cfg = _cfg(coco, str(tmp_path / 'b'), 4, prune_start=6, prune_end=9)
+    with pytest.raises(ValueError, match=r'prune_start=6 must be below the '
+                       r'end of training \(train_cfg.max_iters=4\)'):
+        Runner.from_cfg(cfg).train()
+    cfg = _cfg(coco, str(tmp_path / 'c'), 4, prune_start=1, prune_end=9)
+    with pytest.raises(ValueError, match='prune_end=9 lies beyond'):
+        Runner.from_cfg(cfg).train()
+
+
+@pytest.mark.slow
+def test_auto_b_chosen_logged_saved_and_restored(coco, tmp_path):
+    window = dict(prune_start=1, prune_end=7, b='auto')
+    cfg = _cfg(coco, str(tmp_path / 'a'), 8, ckpt_interval=3, **window)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = _hook(runner)
+    # Hand formula: (1 - thr) / (lr * 2 * 0.02 * 0.1 * N), N = 6 iterations.
+    expect = 0.5 / (0.01 * 0.04 * 0.1 * 6)
+    assert hook.b_value == pytest.approx(expect)
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        assert f'with b={expect:g}' in f.read()
+    ckpt = osp.join(str(tmp_path / 'a'), 'iter_3.pth')
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)
+    assert state['meta']['prune']['b'] == pytest.approx(expect)
+    # Resumed with another mask lr, the run keeps the b it started with.
+    cfg = _cfg(coco, str(tmp_path / 'b'), 8, **window)
+    cfg.optim_wrapper.mask_optimizer = dict(type='SGD', lr=0.05)
+    cfg.resume, cfg.load_from = True, ckpt
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    assert _hook(resumed).b_value == pytest.approx(expect)
+    assert resumed.optim_wrapper.b == pytest.approx(expect)
+
+
+@pytest.mark.slow
+def test_channel_multiple_through_the_hook(coco, tmp_path):
+    cfg = _cfg(coco, str(tmp_path / 'w'), 12, prune_start=1, prune_end=10,
+               b='auto', channel_multiple=16)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = _hook(runner)
+    masks = getattr(runner.model, MASKS_ATTR)
+    counted = 0
+    for name, b in masks.binaries().items():
+        size = hook.plan.groups[name].size
+        kept = int(b.sum())
+        if size >= 16 and kept < size:
+            assert kept % 16 == 0, (name, kept, size)
+            counted += 1
+    assert counted > 0
+    assert 0.5 - 0.02 - 1e-9 <= hook.current_psi() <= 0.5 + 1e-9
