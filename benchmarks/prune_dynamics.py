@@ -76,19 +76,19 @@ def simulate(plan, hook, lr, decay, iters, task_grad=0.0, task_noise=0.0,
     """
     g = torch.Generator().manual_seed(seed)
     target = float(hook['psi_target'])
-    form = hook.get('loss_form', 'square')
+    form = hook.get('loss_form', 'band')
     normalize = hook.get('normalize', True)
     q = int(hook.get('channel_multiple', 1))
     in_train = hook.get('channel_multiple_in_train', True)
     thr = hook.get('threshold', 0.5)
     ms = MaskSet(plan, hook.get('mask_init', 1.0), thr,
                  hook.get('min_channels', 1), q if in_train else 1,
-                 hook.get('revive', True))
+                 hook.get('revive', True), hook.get('binarize', 'count'))
     cm = CostModel(plan, cost=hook.get('cost', 'macs'))
     scale = hw_scale(cm) if normalize else 1.0
     b = hook.get('b', 'auto')
-    b = auto_b(cm, lr, iters, thr, form, target, normalize) if b == 'auto' \
-        else float(b)
+    b = auto_b(cm, lr, iters, thr, form, target, normalize,
+               hook.get('binarize', 'count')) if b == 'auto' else float(b)
     opt = torch.optim.SGD(ms.parameters(), lr=lr, weight_decay=decay)
     names = ms.group_names
     imp = {n: torch.randn(plan.groups[n].size, generator=g).abs() * task_grad

@@ -21,6 +21,7 @@ custom_hooks = [
         target_schedule='constant',
         normalize=False,
         revive=False,
+        binarize='threshold',
         prune_start=17,
         prune_end=200,
         by_epoch=True)

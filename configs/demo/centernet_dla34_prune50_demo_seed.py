@@ -12,6 +12,7 @@ custom_hooks = [
         target_schedule='constant',
         normalize=False,
         revive=False,
+        binarize='threshold',
         min_channels=0.5,
         prune_start=1,
         prune_end=8,

@@ -23,7 +23,13 @@ from .groups import (
 )
 from .handlers import is_deform_conv_pack
 from .losses import HW_LOSS_FORMS, hw_loss
-from .mask import ChannelMask, MaskSet, install_masks, resolve_min_channels
+from .mask import (
+    BINARIZE_MODES,
+    ChannelMask,
+    MaskSet,
+    install_masks,
+    resolve_min_channels,
+)
 from .plan import (
     ChannelGroup,
     ChannelMap,
@@ -55,6 +61,7 @@ __all__ = [
     'modulated_deform_conv2d',
     'binarize',
     'ChannelMask',
+    'BINARIZE_MODES',
     'MaskSet',
     'install_masks',
     'resolve_min_channels',

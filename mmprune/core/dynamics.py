@@ -68,6 +68,8 @@ def hw_scale(cost_model: CostModel) -> float:
 
 #: psi lag behind the scheduled target at which `auto_b` sizes the pull.
 AUTO_B_LAG = 0.02
+#: Share of psi's lag that one mask step closes under `auto_b` (count mode).
+AUTO_B_GAIN = 0.3
 
 
 def auto_b(
@@ -75,29 +77,46 @@ def auto_b(
     lr: float,
     window_iters: int,
     threshold: float = 0.5,
-    loss_form: str = 'square',
+    loss_form: str = 'band',
     psi_target: float = 0.5,
     normalize: bool = True,
+    binarize: str = 'count',
 ) -> float:
     """``b`` for a window of ``window_iters`` iterations at mask lr ``lr``.
 
-    Normalised: an average channel moves ``lr * b * L_HW'`` per iteration;
-    ``b`` lets it cross from 1 to ``threshold`` in a tenth of the window when
-    psi lags the scheduled target by `AUTO_B_LAG` (for ``'square'`` and
-    ``'band'``, ``L_HW' = 2 * lag``); costlier channels move faster.
-    Seed form: the costliest channels (90th percentile of ``d psi / d B``)
-    cross in half the window at ``psi = 1``.
+    * ``binarize='count'``: psi answers a mask step at once (a group's kept
+      count is its masks' sum), so ``b`` is a controller gain: one SGD step
+      on ``b * s * L_HW`` moves psi by ``lr * b * s * L_HW' * sum_c g_c^2``
+      (``g_c = d psi / d B_c``, ``s`` the normalisation, 1 when off). ``b``
+      makes that `AUTO_B_GAIN` of the lag: for ``'square'`` / ``'band'``
+      (``L_HW' = 2 * lag``) ``b = gain / (2 * lr * s * sum g^2)``, for
+      ``'hinge'`` / ``'abs'`` the step is sized at a lag of `AUTO_B_LAG`.
+      It does not depend on the window's length; a target schedule that
+      falls faster than about ``gain * lag`` per iteration lags behind.
+    * ``'threshold'``, normalised: an average channel moves
+      ``lr * b * L_HW'`` per iteration; ``b`` lets it cross from 1 to
+      ``threshold`` in a tenth of the window at a lag of `AUTO_B_LAG`.
+    * ``'threshold'``, seed form: the costliest channels (90th percentile
+      of ``d psi / d B``) cross in half the window at ``psi = 1``.
     """
     n = max(int(window_iters), 1)
-    if normalize:
-        slope = 2.0 * AUTO_B_LAG if loss_form in ('square', 'band') else 1.0
-        return (1.0 - threshold) / (lr * slope * 0.1 * n)
+    quad = loss_form in ('square', 'band')
     g = cost_model.marginals()
-    g = float(g.float().quantile(0.9)) if g.numel() else 0.0
-    slope = 2.0 * (1.0 - psi_target) if loss_form == 'square' else 1.0
-    if g <= 0 or slope <= 0:
+    if float(g.abs().sum()) <= 0:
         raise ValueError(
-            "b='auto': psi does not depend on any mask (nothing prunable) "
-            'or psi_target is 1.0'
+            "b='auto': psi does not depend on any mask (nothing prunable)"
         )
-    return (1.0 - threshold) / (lr * g * slope * 0.5 * n)
+    if binarize == 'count':
+        s = hw_scale(cost_model) if normalize else 1.0
+        step = lr * s * float((g * g).sum())
+        if quad:
+            return AUTO_B_GAIN / (2.0 * step)
+        return AUTO_B_GAIN * AUTO_B_LAG / step
+    if normalize:
+        slope = 2.0 * AUTO_B_LAG if quad else 1.0
+        return (1.0 - threshold) / (lr * slope * 0.1 * n)
+    g90 = float(g.float().quantile(0.9))
+    slope = 2.0 * (1.0 - psi_target) if loss_form == 'square' else 1.0
+    if slope <= 0:
+        raise ValueError("b='auto': psi_target is 1.0")
+    return (1.0 - threshold) / (lr * g90 * slope * 0.5 * n)

@@ -10,6 +10,8 @@ from .plan import PrunePlan, Slot
 from .ste import binarize
 
 MinChannels = Union[int, float]
+#: How a mask's kept count k is read from its continuous values.
+BINARIZE_MODES = ('threshold', 'count')
 
 
 def resolve_min_channels(min_channels: MinChannels, num_channels: int) -> int:
@@ -48,8 +50,13 @@ def resolve_min_channels(min_channels: MinChannels, num_channels: int) -> int:
 class ChannelMask(nn.Module):
     """One trainable mask ``M`` of length C and its binarisation.
 
-    ``binary()`` returns ``B = 1[M >= threshold]`` through the clipped
-    straight-through estimator, then fixes the kept count ``k``: at least
+    ``binary()`` binarises ``M`` through the clipped straight-through
+    estimator and fixes the kept count ``k``: with ``binarize='threshold'``
+    (the seed's) ``k`` is the number of ``M >= threshold``; with
+    ``'count'`` it is ``round(sum(clip(M, 0, 1)))``, the expected count if
+    each ``M`` were a keep probability, so ``k`` falls one channel at a time
+    as the masks of a group fall together, instead of all at once when they
+    cross the threshold. Then ``k`` is at least
     ``min_keep`` (the layer-collapse guard), and, with ``channel_multiple``
     q > 1, ``k`` rounded to the nearest multiple of q (a full group, and a
     group smaller than q, stay as they are). The ``k`` channels with the
@@ -68,6 +75,7 @@ class ChannelMask(nn.Module):
         channel_multiple: q, the multiple kept counts are rounded to.
         revive: the estimator passes gradient at ``M == 0`` (see
             `binarize`); use with `clamp_` so masks stay in [0, 1].
+        binarize: ``'threshold'`` or ``'count'`` (see above).
     """
 
     def __init__(
@@ -78,8 +86,15 @@ class ChannelMask(nn.Module):
         min_channels: MinChannels = 1,
         channel_multiple: int = 1,
         revive: bool = False,
+        binarize: str = 'threshold',
     ):
         super().__init__()
+        if binarize not in BINARIZE_MODES:
+            raise ValueError(
+                f'ChannelMask: binarize must be one of {BINARIZE_MODES}, '
+                f'got {binarize!r}'
+            )
+        self.count_mode = binarize == 'count'
         if not isinstance(num_channels, int) or num_channels < 1:
             raise ValueError(
                 f'ChannelMask: num_channels must be an int >= 1, '
@@ -117,7 +132,11 @@ class ChannelMask(nn.Module):
         b = binarize(self.mask, self.threshold, self.revive)
         with torch.no_grad():
             # Tensor ops only (no .item()): this runs at every mask site call.
-            k = b.sum().clamp(min=self.min_keep)
+            if self.count_mode:
+                k = self.mask.clamp(0.0, 1.0).sum().round()
+            else:
+                k = b.sum()
+            k = k.clamp(min=self.min_keep)
             q, c = self.multiple, self.num_channels
             if q > 1:
                 kq = (torch.floor(k / q + 0.5) * q).clamp(self._low, c)
@@ -206,6 +225,7 @@ class MaskSet(nn.Module):
         min_channels: MinChannels = 1,
         channel_multiple: int = 1,
         revive: bool = False,
+        binarize: str = 'threshold',
     ):
         super().__init__()
         self.plan = plan
@@ -220,7 +240,7 @@ class MaskSet(nn.Module):
                 )
             self.masks[key] = ChannelMask(
                 g.size, mask_init, threshold, min_channels,
-                channel_multiple, revive
+                channel_multiple, revive, binarize
             )
             self._keys[name] = key
         self._handles: List = []
@@ -364,6 +384,7 @@ def install_masks(
     min_channels: MinChannels = 1,
     channel_multiple: int = 1,
     revive: bool = False,
+    binarize: str = 'threshold',
 ) -> MaskSet:
     """Create a `MaskSet` for ``plan`` and hook it onto ``model``.
 
@@ -371,8 +392,9 @@ def install_masks(
     linears) is multiplied by its group's binary mask, so a pruned channel is
     exactly zero downstream. The set is not registered inside ``model``; keep
     it, optimise its parameters, and call ``remove()`` to undo.
-    ``channel_multiple`` and ``revive``: see `ChannelMask`.
+    ``channel_multiple``, ``revive`` and ``binarize``: see `ChannelMask`.
     """
     return MaskSet(
-        plan, mask_init, threshold, min_channels, channel_multiple, revive
+        plan, mask_init, threshold, min_channels, channel_multiple, revive,
+        binarize
     ).attach(model)

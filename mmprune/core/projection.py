@@ -135,6 +135,15 @@ def project_to_target(
     cur = total(b)
     psi_before = cur / dense
     dropped = restored = 0
+    q = int(channel_multiple)
+    if q > 1:
+        # Whole blocks first: masks trained with channel_multiple already
+        # keep multiples, and single-channel drops followed by rounding
+        # would churn many channels for a small correction.
+        cur, d, r = _round_groups(b, m, sizes, mins, q, total, budget + eps)
+        dropped += d
+        restored += r
+    per_channel = 0
     while cur > budget + eps:
         x = b.clone().requires_grad_(True)
         cost_model.total_flat(x).backward()
@@ -164,14 +173,16 @@ def project_to_target(
             break
         b[chosen] = 0.0
         dropped += len(chosen)
+        per_channel += len(chosen)
         cur = total(b)
-    q = int(channel_multiple)
     low = [_low(s, k, q) for s, k in zip(sizes, mins)]
     floor = budget - tol * dense
     if q > 1:
-        cur, d, r = _round_groups(b, m, sizes, mins, q, total, budget + eps)
-        dropped += d
-        restored += r
+        if per_channel:
+            cur, d, r = _round_groups(b, m, sizes, mins, q, total,
+                                      budget + eps)
+            dropped += d
+            restored += r
     elif cur < floor:
         idx = (b == 0).nonzero().squeeze(1)
         order = idx[torch.argsort(-m[idx], stable=True)].tolist()

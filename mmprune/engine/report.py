@@ -175,6 +175,7 @@ def read_scalars(work_dir: str) -> List[Dict[str, float]]:
                                      'loss_hw has no "iter" or "step"')
                 out.append(dict(iter=int(step),
                                 psi=rec.get('psi'),
+                                psi_target=rec.get('psi_target'),
                                 loss_hw=rec.get('loss_hw')))
     return out
 
@@ -292,16 +293,22 @@ def plot_kept_ratio(rep: PruneReport, path: str) -> None:
 
 
 def plot_curves(rep: PruneReport, path: str) -> None:
-    """``psi`` and ``loss_hw`` over iterations, one panel each."""
+    """``psi`` (with the scheduled target, where logged) and ``loss_hw``
+    over iterations, one panel each."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, key in zip(axes, ('psi', 'loss_hw')):
-        pts = [(r['iter'], r[key]) for r in rep.scalars
-               if r.get(key) is not None]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
+    for ax, keys in zip(axes, (('psi', 'psi_target'), ('loss_hw',))):
+        for key in keys:
+            pts = [(r['iter'], r[key]) for r in rep.scalars
+                   if r.get(key) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1,
+                        label=key, ls='-' if key != 'psi_target' else '--')
+        key = keys[0]
+        if len(keys) > 1:
+            ax.legend()
         ax.set_xlabel('iteration')
         ax.set_ylabel(key)
         ax.set_title(key)

@@ -101,8 +101,35 @@ def test_hw_scale_and_marginals_by_hand():
 def test_auto_b_by_hand():
     net = Chain().eval()
     cm = CostModel(discover_groups(net, torch.rand(1, 3, 8, 8)))
-    # Normalised: (1 - thr) / (lr * slope * 0.1 * N), square slope 2 * 0.02.
-    assert auto_b(cm, 0.01, 1000, 0.5, 'square') == pytest.approx(
-        0.5 / (0.01 * 0.04 * 100))
+    dense = 64 * (9 * 3 * 8 + 9 * 8 * 6 + 6 * 4)
+    g1, g2 = 64 * (9 * 3 + 9 * 6) / dense, 64 * (9 * 8 + 4) / dense
+    s = 14 / (8 * g1 + 6 * g2)
+    sq = 8 * g1 ** 2 + 6 * g2 ** 2
+    # Count mode: one step closes 0.3 of the lag: b = 0.3 / (2 lr s sum g^2).
+    assert auto_b(cm, 0.01, 1000, 0.5, 'band') == pytest.approx(
+        0.3 / (2 * 0.01 * s * sq))
+    assert auto_b(cm, 0.01, 1000, 0.5, 'square', normalize=False) == \
+        pytest.approx(0.3 / (2 * 0.01 * sq))
     assert auto_b(cm, 0.01, 1000, 0.5, 'hinge') == pytest.approx(
-        0.5 / (0.01 * 1.0 * 100))
+        0.3 * 0.02 / (0.01 * s * sq))
+    # Threshold mode, normalised: (1 - thr) / (lr * slope * 0.1 * N).
+    assert auto_b(cm, 0.01, 1000, 0.5, 'square',
+                  binarize='threshold') == pytest.approx(
+        0.5 / (0.01 * 0.04 * 100))
+
+
+def test_count_mode_keeps_the_expected_count_by_largest_mask():
+    cm = ChannelMask(10, binarize='count')
+    values = torch.tensor([0.9, 0.2, 0.8, 0.75, 0.7, 0.65, 0.6, 0.3, 0.55,
+                           0.95])
+    with torch.no_grad():
+        cm.mask.copy_(values)
+    # sum = 6.4 -> 6 kept: the six largest, whatever the threshold says.
+    b = cm.binary()
+    assert b.tolist() == [1, 0, 1, 1, 1, 1, 0, 0, 0, 1]
+    # Values outside [0, 1] count as 0 and 1.
+    with torch.no_grad():
+        cm.mask.copy_(torch.tensor([1.5, -2.0] + [0.5] * 8))
+    assert int(cm.binary().sum()) == 5
+    with pytest.raises(ValueError, match='binarize must be one of'):
+        ChannelMask(4, binarize='soft')

@@ -97,11 +97,24 @@ def test_auto_b_chosen_logged_saved_and_restored(coco, tmp_path):
     runner = Runner.from_cfg(cfg)
     runner.train()
     hook = _hook(runner)
-    # Hand formula: (1 - thr) / (lr * 2 * 0.02 * 0.1 * N), N = 6 iterations.
-    expect = 0.5 / (0.01 * 0.04 * 0.1 * 6)
-    assert hook.b_value == pytest.approx(expect)
+    # b = 0.3 / (2 * lr * s * sum_c g_c^2), s = 1 / mean g, with each
+    # group's marginal g measured as the psi one channel of it saves (psi is
+    # linear in one group's channels at the dense model).
+    cm = CostModel(hook.plan)
+    ones = cm.ones()
+    g = []
+    for name, grp in hook.plan.groups.items():
+        off = dict(ones)
+        off[name] = ones[name].clone()
+        off[name][0] = 0.0
+        g += [1.0 - float(cm.psi(off))] * grp.size
+    g = torch.tensor(g, dtype=torch.float64)
+    g = g[g > 0]
+    s = 1.0 / float(g.mean())
+    expect = 0.3 / (2 * 0.01 * s * float((g * g).sum()))
+    assert hook.b_value == pytest.approx(expect, rel=1e-6)
     with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
-        assert f'with b={expect:g}' in f.read()
+        assert f'with b={hook.b_value:g}' in f.read()
     ckpt = osp.join(str(tmp_path / 'a'), 'iter_3.pth')
     state = torch.load(ckpt, map_location='cpu', weights_only=True)
     assert state['meta']['prune']['b'] == pytest.approx(expect)

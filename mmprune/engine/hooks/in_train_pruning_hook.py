@@ -24,6 +24,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmprune.core import (
+    BINARIZE_MODES,
     HW_LOSS_FORMS,
     TARGET_SCHEDULES,
     CostModel,
@@ -72,16 +73,18 @@ class InTrainPruningHook(Hook):
     ``'PruneAmpOptimWrapper'``).
 
     The defaults are the dynamics that reach the target by training (README,
-    "How the masks reach the target"); ``target_schedule='constant'``,
-    ``normalize=False``, ``revive=False`` and ``channel_multiple_in_train=
-    False`` give the seed's form (``configs/*_seed.py``).
+    "How the masks reach the target"); ``b=10``, ``loss_form='hinge'``,
+    ``target_schedule='constant'``, ``normalize=False``, ``revive=False``
+    and ``binarize='threshold'`` give the seed's form
+    (``configs/centernet_dla34_prune50_seed.py``).
 
     Args:
         psi_target: target fraction of the dense model's MACs, in (0, 1].
-        b: weight of ``L_HW`` in the prune loss (seed: 10; 50 for extreme
-            targets), or ``'auto'``: chosen at ``prune_start`` from the
-            window's length, so that the masks can follow the scheduled
-            target whatever the schedule (see `_auto_b`).
+        b: weight of ``L_HW`` in the prune loss, or ``'auto'`` (default):
+            chosen at ``prune_start`` so that one mask step closes 30 % of
+            psi's lag behind the scheduled target (`mmprune.core.auto_b`;
+            the seed's 10, and 50 for extreme targets, belong to its
+            unnormalised form).
         prune_start: first epoch / iteration (0-based) in which masks train.
         prune_end: epoch / iteration at which masks freeze. ``None``: the end
             of training (masks freeze after the last iteration).
@@ -113,13 +116,17 @@ class InTrainPruningHook(Hook):
             whatever the model's size.
         revive: masks stay in [0, 1] and pass gradient at 0, so a pruned
             channel can come back when psi falls below the target.
+        binarize: ``'count'`` (a group keeps its ``round(sum(M))``
+            channels with the largest ``M``) or ``'threshold'`` (the
+            seed's: the channels with ``M >= threshold``); see
+            `mmprune.core.ChannelMask`.
     """
 
     priority = 'ABOVE_NORMAL'
 
     def __init__(self,
                  psi_target: float,
-                 b: Union[float, str] = 10.0,
+                 b: Union[float, str] = 'auto',
                  prune_start: int = 0,
                  prune_end: Optional[int] = None,
                  by_epoch: bool = True,
@@ -137,7 +144,8 @@ class InTrainPruningHook(Hook):
                  target_schedule: str = 'cubic',
                  target_ramp: float = 0.75,
                  normalize: bool = True,
-                 revive: bool = True) -> None:
+                 revive: bool = True,
+                 binarize: str = 'count') -> None:
         key = 'custom_hooks.InTrainPruningHook'
         if not 0.0 < float(psi_target) <= 1.0:
             raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
@@ -159,6 +167,9 @@ class InTrainPruningHook(Hook):
         if not 0.0 < float(target_ramp) <= 1.0:
             raise ValueError(f'{key}.target_ramp must lie in (0, 1], got '
                              f'{target_ramp!r}')
+        if binarize not in BINARIZE_MODES:
+            raise ValueError(f'{key}.binarize must be one of '
+                             f'{BINARIZE_MODES}, got {binarize!r}')
         if input_shape is not None and len(input_shape) != 2:
             raise ValueError(f'{key}.input_shape must be (H, W), got '
                              f'{input_shape!r}')
@@ -185,6 +196,7 @@ class InTrainPruningHook(Hook):
         self.target_ramp = float(target_ramp)
         self.normalize = bool(normalize)
         self.revive = bool(revive)
+        self.binarize = binarize
         self.hw_scale = 1.0
         # The target of the current iteration: 1 before the window.
         self.psi_now = 1.0
@@ -231,7 +243,7 @@ class InTrainPruningHook(Hook):
             model, self.plan, self.mask_init, self.threshold,
             self.min_channels,
             self.channel_multiple if self.multiple_in_train else 1,
-            self.revive)
+            self.revive, self.binarize)
         if self.normalize:
             self.hw_scale = hw_scale(self.cost_model)
         # Off until the window opens: the detector computes its dense
@@ -313,7 +325,8 @@ class InTrainPruningHook(Hook):
             f'  dynamics: target {self.target_schedule} over '
             f'{self.target_ramp:.0%} of the window, normalize='
             f'{self.normalize} (scale {self.hw_scale:.4g}), revive='
-            f'{self.revive}, channel_multiple={self.channel_multiple}'
+            f'{self.revive}, binarize={self.binarize}, '
+            f'channel_multiple={self.channel_multiple}'
             f'{" in training" if self.multiple_in_train else " at freeze"}',
         ]
         for name, why in plan.kept:
@@ -384,7 +397,7 @@ class InTrainPruningHook(Hook):
         lr = runner.optim_wrapper.mask_optimizer.param_groups[0]['lr']
         return auto_b(self.cost_model, lr, self._window_iters(runner),
                       self.threshold, self.loss_form, self.psi_target,
-                      self.normalize)
+                      self.normalize, self.binarize)
 
     def _freeze(self, runner) -> None:
         if not self.maskset.attached:
