@@ -198,7 +198,7 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
 
 
 def summarise(runs):
-    """mean and std (population over seeds) of every numeric field."""
+    """mean and sample std (n - 1) over seeds of every numeric field."""
     out = {}
     for arm in ARMS:
         rows = [r[arm] for r in runs if arm in r]
@@ -208,7 +208,7 @@ def summarise(runs):
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
         out[arm] = {k: dict(mean=round(statistics.fmean(r[k] for r in rows),
                                        3),
-                            std=round(statistics.pstdev(r[k] for r in rows)
+                            std=round(statistics.stdev(r[k] for r in rows)
                                       if len(rows) > 1 else 0.0, 3))
                     for k in keys}
     return out

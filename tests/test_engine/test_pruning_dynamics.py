@@ -98,8 +98,9 @@ def test_auto_b_chosen_logged_saved_and_restored(coco, tmp_path):
     runner.train()
     hook = _hook(runner)
     # b = 0.3 / (2 * lr * s * sum_c g_c^2), s = 1 / mean g, with each
-    # group's marginal g measured as the psi one channel of it saves (psi is
-    # linear in one group's channels at the dense model).
+    # group's marginal g measured as the psi its first channel saves (psi
+    # is linear in one group's channels at the dense model; channels of a
+    # group that feed different slices differ slightly, hence rel=1e-4).
     cm = CostModel(hook.plan)
     ones = cm.ones()
     g = []
@@ -112,20 +113,21 @@ def test_auto_b_chosen_logged_saved_and_restored(coco, tmp_path):
     g = g[g > 0]
     s = 1.0 / float(g.mean())
     expect = 0.3 / (2 * 0.01 * s * float((g * g).sum()))
-    assert hook.b_value == pytest.approx(expect, rel=1e-6)
+    assert hook.b_value == pytest.approx(expect, rel=1e-4)
     with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
         assert f'with b={hook.b_value:g}' in f.read()
     ckpt = osp.join(str(tmp_path / 'a'), 'iter_3.pth')
     state = torch.load(ckpt, map_location='cpu', weights_only=True)
-    assert state['meta']['prune']['b'] == pytest.approx(expect)
+    chosen = hook.b_value
+    assert state['meta']['prune']['b'] == chosen
     # Resumed with another mask lr, the run keeps the b it started with.
     cfg = _cfg(coco, str(tmp_path / 'b'), 8, **window)
     cfg.optim_wrapper.mask_optimizer = dict(type='SGD', lr=0.05)
     cfg.resume, cfg.load_from = True, ckpt
     resumed = Runner.from_cfg(cfg)
     resumed.train()
-    assert _hook(resumed).b_value == pytest.approx(expect)
-    assert resumed.optim_wrapper.b == pytest.approx(expect)
+    assert _hook(resumed).b_value == chosen
+    assert resumed.optim_wrapper.b == chosen
 
 
 @pytest.mark.slow
