@@ -140,7 +140,8 @@ def project_to_target(
         # Whole blocks first: masks trained with channel_multiple already
         # keep multiples, and single-channel drops followed by rounding
         # would churn many channels for a small correction.
-        cur, d, r = _round_groups(b, m, sizes, mins, q, total, budget + eps)
+        cur, d, r = _round_groups(b, m, sizes, mins, q, total, budget + eps,
+                                  (target - tol) * dense - eps)
         dropped += d
         restored += r
     per_channel = 0
@@ -267,9 +268,11 @@ def _step(b, m, o, s, low, q, up):
     return cand[:abs(n - k)] + o
 
 
-def _round_groups(b, m, sizes, mins, q, total, limit):
+def _round_groups(b, m, sizes, mins, q, total, limit, floor=None):
     """Round kept counts to multiples of ``q`` in place; see
-    `project_to_target`. Returns (cost, dropped, restored)."""
+    `project_to_target`. A block whose removal lands in ``[floor, limit]``
+    is preferred to one that overshoots below it. Returns (cost, dropped,
+    restored)."""
     dropped = restored = 0
     spans = _spans(sizes)
     low = [_low(s, k, q) for s, k in zip(sizes, mins)]
@@ -301,7 +304,8 @@ def _round_groups(b, m, sizes, mins, q, total, limit):
             b[block] = 1.0
             if t >= cur:
                 continue
-            score = float(m[block].mean()) / (cur - t)
+            lands = floor is not None and floor <= t <= limit
+            score = (not lands, float(m[block].mean()) / (cur - t))
             if best is None or score < best[0]:
                 best = (score, block, t)
         if best is None:
