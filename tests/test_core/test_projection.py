@@ -271,3 +271,15 @@ def test_one_channel_coarser_than_the_band_is_reported():
     assert rep.kept_after == {'b1.0': 4, 'b2.0': 6}
     assert 'channels too coarse for tol' in rep.reason
     assert '0.5179 (taken) and 0.5476' in rep.reason
+
+
+def test_block_that_lands_in_the_band_is_dropped_first():
+    """Chain 3 -> 32 -> 32 -> 4, multiples of 16, band [0.53, 0.55]:
+    halving the first group (psi 0.506) saves more per unit of M, but only
+    halving the second (0.542) lands in the band, so only it moves."""
+    _, cost, ms = chain(32, 32)
+    rep = project_to_target(ms, cost, 0.55, tol=0.02, channel_multiple=16)
+    # 9*3*32 + 9*32*16 + 16*4 = 5536 of 10208.
+    assert rep.psi_after == pytest.approx(5536 / 10208)
+    assert rep.reached
+    assert (rep.dropped, rep.restored) == (16, 0)
