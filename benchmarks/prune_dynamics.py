@@ -74,21 +74,18 @@ def simulate(plan, hook, lr, decay, iters, task_grad=0.0, task_noise=0.0,
     Returns a dict: the psi curve, psi at the freeze, and the projection's
     channel moves. ``hook`` holds the InTrainPruningHook arguments.
     """
+    from mmprune.engine.hooks import InTrainPruningHook
+
+    # The hook itself holds the defaults and validates the arguments.
+    h = InTrainPruningHook(**{k: v for k, v in hook.items() if k != 'type'})
     g = torch.Generator().manual_seed(seed)
-    target = float(hook['psi_target'])
-    form = hook.get('loss_form', 'band')
-    normalize = hook.get('normalize', True)
-    q = int(hook.get('channel_multiple', 1))
-    in_train = hook.get('channel_multiple_in_train', True)
-    thr = hook.get('threshold', 0.5)
-    ms = MaskSet(plan, hook.get('mask_init', 1.0), thr,
-                 hook.get('min_channels', 1), q if in_train else 1,
-                 hook.get('revive', True), hook.get('binarize', 'count'))
-    cm = CostModel(plan, cost=hook.get('cost', 'macs'))
-    scale = hw_scale(cm) if normalize else 1.0
-    b = hook.get('b', 'auto')
-    b = auto_b(cm, lr, iters, thr, form, target, normalize,
-               hook.get('binarize', 'count')) if b == 'auto' else float(b)
+    target, form, q = h.psi_target, h.loss_form, h.channel_multiple
+    ms = MaskSet(plan, h.mask_init, h.threshold, h.min_channels,
+                 q if h.multiple_in_train else 1, h.revive, h.binarize)
+    cm = CostModel(plan, cost=h.cost)
+    scale = hw_scale(cm) if h.normalize else 1.0
+    b = auto_b(cm, lr, iters, h.threshold, form, target, h.normalize,
+               h.binarize) if h.b == 'auto' else float(h.b)
     opt = torch.optim.SGD(ms.parameters(), lr=lr, weight_decay=decay)
     names = ms.group_names
     imp = {n: torch.randn(plan.groups[n].size, generator=g).abs() * task_grad
@@ -96,13 +93,11 @@ def simulate(plan, hook, lr, decay, iters, task_grad=0.0, task_noise=0.0,
     every = log_every or max(iters // 50, 1)
     curve = []
     for it in range(iters):
-        psi_t = scheduled_target(it / iters, target,
-                                 hook.get('target_schedule', 'cubic'),
-                                 hook.get('target_ramp', 0.75))
+        psi_t = scheduled_target(it / iters, target, h.target_schedule,
+                                 h.target_ramp)
         bins = ms.binaries()
         psi = cm.psi(bins)
-        loss = b * scale * hw_loss(psi, psi_t, form,
-                                   hook.get('tolerance', 0.02))
+        loss = b * scale * hw_loss(psi, psi_t, form, h.tolerance)
         if task_grad or task_noise:
             # d L_task / d B: negative (keeping helps), zero where pruned.
             for n in names:
@@ -118,7 +113,7 @@ def simulate(plan, hook, lr, decay, iters, task_grad=0.0, task_noise=0.0,
                               psi_target=round(psi_t, 4)))
     with torch.no_grad():
         psi_end = float(cm.psi(ms.binaries()))
-    rep = project_to_target(ms, cm, target, hook.get('tolerance', 0.02),
+    rep = project_to_target(ms, cm, target, h.tolerance,
                             channel_multiple=q)
     total = sum(gr.size for gr in plan.groups.values())
     moved = rep.dropped + rep.restored
