@@ -32,6 +32,7 @@ from mmprune.core import (  # noqa: E402
     auto_b,
     hw_loss,
     hw_scale,
+    integrate_lag,
     project_to_target,
     scheduled_target,
 )
@@ -92,12 +93,13 @@ def simulate(plan, hook, lr, decay, iters, task_grad=0.0, task_noise=0.0,
            for n in names}
     every = log_every or max(iters // 50, 1)
     curve = []
+    integral = 0.0
     for it in range(iters):
         psi_t = scheduled_target(it / iters, target, h.target_schedule,
                                  h.target_ramp)
         bins = ms.binaries()
         psi = cm.psi(bins)
-        loss = b * scale * hw_loss(psi, psi_t, form, h.tolerance)
+        loss = b * scale * hw_loss(psi, psi_t, form, h.tolerance, integral)
         if task_grad or task_noise:
             # d L_task / d B: negative (keeping helps), zero where pruned.
             for n in names:
@@ -108,6 +110,11 @@ def simulate(plan, hook, lr, decay, iters, task_grad=0.0, task_noise=0.0,
         loss.backward()
         opt.step()
         ms.clamp_()
+        if it / iters >= h.target_ramp:
+            with torch.no_grad():
+                integral = integrate_lag(
+                    integral, float(cm.psi(ms.binaries())), psi_t,
+                    h.tolerance, h.lag_integral)
         if it % every == 0 or it == iters - 1:
             curve.append(dict(iter=it, psi=round(float(psi.detach()), 4),
                               psi_target=round(psi_t, 4)))

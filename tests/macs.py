@@ -26,7 +26,8 @@ def make_positive(model):
     """Make every live channel strictly positive, in place.
 
     Norms output the constant 1 (weight 0, bias 1), convs and linears get
-    non-negative weights and a bias >= 1, and deformable convs zero offsets.
+    non-negative weights (each output row summing to 1) and a bias >= 1,
+    and deformable convs zero offsets.
     Fed a positive input, no live channel can then be zero by chance (a
     ReLU on a tiny map easily zeroes a real channel), while channels a mask
     multiplies by 0 after its norm stay exactly zero downstream.
@@ -43,7 +44,14 @@ def make_positive(model):
                     m.bias.fill_(1.0)
             elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) \
                     or _is_dcn(m):
-                m.weight.abs_()
+                # Rows scaled to sum 1: an output is at most its largest
+                # input + 1, so a deep stack without norms (an FPN after
+                # ResNet-50) cannot overflow to inf, whose product with a
+                # mask's 0 is NaN and would count as a live channel.
+                w = m.weight.abs_()
+                rows = w.sum(dim=[d for d in range(w.dim()) if d != 0],
+                             keepdim=True)
+                w.div_(rows.clamp_min(1e-12))
                 if m.bias is not None:
                     m.bias.abs_().add_(1.0)
 
@@ -74,9 +82,20 @@ def zero_pruned_rows(model, plan, binaries):
                     m.bias[rows] = 0
 
 
-def count_macs(model, forward):
-    """Run ``forward()`` once and return the effective MACs (int)."""
+def count_macs(model, forward, per_module=None):
+    """Run ``forward()`` once and return the effective MACs (int).
+
+    ``per_module``: a dict to fill with the MACs of every module, by name
+    (for a failing comparison's message).
+    """
     total = [0]
+    names = {m: n for n, m in model.named_modules()}
+
+    def add(m, macs):
+        total[0] += macs
+        if per_module is not None:
+            key = names.get(m, '?')
+            per_module[key] = per_module.get(key, 0) + macs
     handles = []
     # Offset convs of deformable convs have their weights zeroed by
     # make_positive (zero offsets); their 3*k*k outputs are never pruned.
@@ -98,24 +117,24 @@ def count_macs(model, forward):
             depthwise = m.groups == m.in_channels == m.out_channels
             cout = live_rows(m.weight, 0 if depthwise else 1)
             if depthwise:
-                total[0] += k * min(cin, cout) * x.shape[2] * x.shape[3]
+                add(m, k * min(cin, cout) * x.shape[2] * x.shape[3])
             else:
-                total[0] += k * cin * cout * x.shape[2] * x.shape[3] \
-                    // m.groups
+                add(m, k * cin * cout * x.shape[2] * x.shape[3]
+                    // m.groups)
             return
         cout = m.weight.shape[0] if m in offset_convs else live_rows(m.weight)
         hw = out.shape[-2] * out.shape[-1]
         if m.groups > 1 and m.groups == m.in_channels:
-            total[0] += k * min(cin, cout) * hw
+            add(m, k * min(cin, cout) * hw)
         else:
-            total[0] += k * cin * cout * hw // m.groups
+            add(m, k * cin * cout * hw // m.groups)
 
     def linear_hook(m, args, out):
         x = args[0]
         cin = live_in(x, -1)
         cout = live_rows(m.weight)
         tokens = x.numel() // x.shape[-1]
-        total[0] += cin * cout * tokens
+        add(m, cin * cout * tokens)
 
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) or _is_dcn(m):

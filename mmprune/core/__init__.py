@@ -14,43 +14,50 @@ No mmengine / mmdet imports here. The pieces, in the order a run uses them:
 from .attack import fgsm_random_init, pgd, preserve_buffers
 from .cost import COSTS, CostModel, LayerCost
 from .deform_conv import modulated_deform_conv2d
-from .dynamics import TARGET_SCHEDULES, auto_b, hw_scale, scheduled_target
+from .dynamics import (
+                       LAG_INTEGRAL_GAIN,
+                       TARGET_SCHEDULES,
+                       auto_b,
+                       hw_scale,
+                       integrate_lag,
+                       scheduled_target,
+)
 from .groups import (
-    Channels,
-    TraceContext,
-    discover_groups,
-    register_layer_handler,
+                       Channels,
+                       TraceContext,
+                       discover_groups,
+                       register_layer_handler,
 )
 from .handlers import is_deform_conv_pack
 from .losses import HW_LOSS_FORMS, hw_loss
 from .mask import (
-    BINARIZE_MODES,
-    ChannelMask,
-    MaskSet,
-    install_masks,
-    resolve_min_channels,
+                       BINARIZE_MODES,
+                       ChannelMask,
+                       MaskSet,
+                       install_masks,
+                       resolve_min_channels,
 )
 from .plan import (
-    ChannelGroup,
-    ChannelMap,
-    LayerSpec,
-    PrunePlan,
-    Segment,
-    Slot,
-    map_size,
+                       ChannelGroup,
+                       ChannelMap,
+                       LayerSpec,
+                       PrunePlan,
+                       Segment,
+                       Slot,
+                       map_size,
 )
 from .projection import ProjectionReport, project_to_target
 from .ste import binarize
 from .surgery import (
-    ChannelSpec,
-    ModuleChannels,
-    apply_channel_spec,
-    channel_spec,
-    kept_channels,
-    kept_positions,
-    module_widths,
-    prune_model,
-    register_channel_slicer,
+                       ChannelSpec,
+                       ModuleChannels,
+                       apply_channel_spec,
+                       channel_spec,
+                       kept_channels,
+                       kept_positions,
+                       module_widths,
+                       prune_model,
+                       register_channel_slicer,
 )
 
 __all__ = [
@@ -86,6 +93,8 @@ __all__ = [
     'scheduled_target',
     'auto_b',
     'hw_scale',
+    'integrate_lag',
+    'LAG_INTEGRAL_GAIN',
     'project_to_target',
     'ProjectionReport',
 ]

@@ -120,3 +120,35 @@ def auto_b(
     if slope <= 0:
         raise ValueError("b='auto': psi_target is 1.0")
     return (1.0 - threshold) / (lr * g90 * slope * 0.5 * n)
+
+
+#: Share of psi's lag that `integrate_lag` adds to the integral per step.
+LAG_INTEGRAL_GAIN = 0.1
+
+
+def integrate_lag(integral: float, psi: float, psi_t: float,
+                  tol: float = 0.0, gain: float = LAG_INTEGRAL_GAIN) -> float:
+    """One step of the integral action on psi's lag (a Lagrange multiplier).
+
+    ``b='auto'`` is a proportional gain: a task gradient that holds the
+    masks up with a steady force leaves a steady lag. The integral ``I``
+    grows by ``gain * (psi - c)`` per step, ``c = psi_t - tol / 2`` the
+    band's centre, so it grows above the centre and unwinds below it (never
+    under 0: it only pulls down; the band's lower side pulls up).
+    `hw_loss` adds ``2 * I * (psi - psi_t)``, so ``I`` acts as extra lag: at
+    rest it balances the task force and the lag closes. With `AUTO_B_GAIN`
+    0.3 and ``gain`` 0.1 a continuous psi has poles of modulus 0.84; psi
+    that moves in 16-channel steps does not answer every step, the integral
+    winds up meanwhile and overshoots (README, "Integral action").
+
+    Args:
+        integral: the current integral, in units of psi (>= 0).
+        psi: psi after this iteration's mask step.
+        psi_t: this iteration's target.
+        tol: the band's width below the target.
+        gain: share of the lag added per step; 0 turns the action off.
+
+    Returns:
+        The next integral (>= 0).
+    """
+    return max(0.0, float(integral) + gain * (psi - (psi_t - 0.5 * tol)))

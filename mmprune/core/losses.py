@@ -13,6 +13,7 @@ def hw_loss(
     psi_target: Union[float, Tensor],
     form: str = 'hinge',
     tol: float = 0.0,
+    integral: float = 0.0,
 ) -> Tensor:
     """Penalty for a cost ratio ``psi`` above (or away from) ``psi_target``.
 
@@ -27,6 +28,10 @@ def hw_loss(
             ``[target - tol, target]`` (the projection's band), so masks
             that reached it are left to the task loss.
         tol: the band's width below the target (``'band'`` only).
+        integral: the integral action's state (`integrate_lag`, >= 0); adds
+            ``2 * integral * (psi - target)``, whose slope is that of the
+            square form at a lag of ``integral``. 0 (the seed's) adds
+            nothing.
 
     Returns:
         A scalar tensor of ``psi``'s dtype, differentiable in ``psi``.
@@ -40,16 +45,22 @@ def hw_loss(
         raise ValueError(f'hw_loss: psi_target must lie in (0, 1], got {t}')
     if not isinstance(psi, Tensor) or psi.numel() != 1:
         raise TypeError('hw_loss: psi must be a one-element tensor')
+    if integral < 0:
+        raise ValueError(f'hw_loss: integral must be >= 0, got {integral}')
     d = psi.reshape(()) - t
     if form == 'hinge':
-        return torch.clamp(d, min=0.0)
-    if form == 'abs':
-        return d.abs()
-    if form == 'band':
+        loss = torch.clamp(d, min=0.0)
+    elif form == 'abs':
+        loss = d.abs()
+    elif form == 'band':
         if tol < 0:
             raise ValueError(f'hw_loss: tol must be >= 0, got {tol}')
         above = torch.clamp(d, min=0.0)
         below = torch.clamp(-d - float(tol), min=0.0)
-        return above * above + below * below
-    return d * d
+        loss = above * above + below * below
+    else:
+        loss = d * d
+    if integral:
+        loss = loss + 2.0 * float(integral) * d
+    return loss
 

@@ -10,7 +10,9 @@ from mmprune.core import (
     auto_b,
     binarize,
     discover_groups,
+    hw_loss,
     hw_scale,
+    integrate_lag,
     scheduled_target,
 )
 
@@ -133,3 +135,26 @@ def test_count_mode_keeps_the_expected_count_by_largest_mask():
     assert int(cm.binary().sum()) == 5
     with pytest.raises(ValueError, match='binarize must be one of'):
         ChannelMask(4, binarize='soft')
+
+
+def test_integrate_lag_by_hand():
+    # Centre of the band [0.48, 0.5] is 0.49.
+    assert integrate_lag(0.0, 0.6, 0.5, 0.02, 0.1) == pytest.approx(0.011)
+    assert integrate_lag(0.05, 0.49, 0.5, 0.02, 0.1) == pytest.approx(0.05)
+    assert integrate_lag(0.05, 0.44, 0.5, 0.02, 0.1) == pytest.approx(0.045)
+    # Never below zero: it only pulls down.
+    assert integrate_lag(0.001, 0.3, 0.5, 0.02, 0.1) == 0.0
+    assert integrate_lag(0.2, 0.9, 0.5, 0.02, 0.0) == 0.2
+
+
+def test_hw_loss_integral_adds_a_constant_slope():
+    for form in ('band', 'square', 'hinge'):
+        psi = torch.tensor(0.7, requires_grad=True)
+        base = torch.autograd.grad(hw_loss(psi, 0.5, form, 0.02), psi)[0]
+        psi = torch.tensor(0.7, requires_grad=True)
+        with_i = torch.autograd.grad(
+            hw_loss(psi, 0.5, form, 0.02, integral=0.05), psi)[0]
+        # d/dpsi of 2 * I * (psi - t) = 2 * I = 0.1
+        assert float(with_i - base) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match='integral'):
+        hw_loss(torch.tensor(0.7), 0.5, 'band', integral=-1.0)

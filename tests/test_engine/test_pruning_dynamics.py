@@ -147,3 +147,40 @@ def test_channel_multiple_through_the_hook(coco, tmp_path):
             counted += 1
     assert counted > 0
     assert 0.5 - 0.02 - 1e-9 <= hook.current_psi() <= 0.5 + 1e-9
+
+
+@pytest.mark.slow
+def test_integral_action_follows_the_lag_and_survives_resume(coco, tmp_path):
+    window = dict(prune_start=1, prune_end=7, b='auto', lag_integral=0.1,
+                  target_ramp=0.25)
+    cfg = _cfg(coco, str(tmp_path / 'a'), 8, ckpt_interval=6, **window)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hub = runner.message_hub
+    psi = list(hub.get_scalar('train/psi').data[0])
+    target = list(hub.get_scalar('train/psi_target').data[0])
+    integral = list(hub.get_scalar('train/hw_integral').data[0])
+    # Iterations 0..7; the window is [1, 7) and the target holds still from
+    # 1 + 0.25 * 6 = 2.5 on, so iterations 3, 4, 5 and 6 integrate:
+    # I <- max(0, I + 0.1 * (psi - (psi_t - 0.02 / 2))), by hand.
+    assert len(integral) == 4
+    expect = 0.0
+    for k, it in enumerate(range(3, 7)):
+        expect = max(0.0, expect + 0.1 * (psi[it] - (target[it] - 0.01)))
+        assert integral[k] == pytest.approx(expect, abs=1e-9)
+    # The checkpoint after iteration 5 holds the integral of that moment,
+    # and a resumed run integrates on from it.
+    state = torch.load(osp.join(str(tmp_path / 'a'), 'iter_6.pth'),
+                       map_location='cpu', weights_only=True)
+    assert state['meta']['prune']['integral'] == pytest.approx(integral[2])
+    cfg = _cfg(coco, str(tmp_path / 'b'), 8, **window)
+    cfg.resume = True
+    cfg.load_from = osp.join(str(tmp_path / 'a'), 'iter_6.pth')
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    hub = resumed.message_hub
+    psi6 = hub.get_scalar('train/psi').data[0][-2]
+    t6 = hub.get_scalar('train/psi_target').data[0][-2]
+    after = hub.get_scalar('train/hw_integral').data[0][-1]
+    assert after == pytest.approx(
+        max(0.0, integral[2] + 0.1 * (psi6 - (t6 - 0.01))), abs=1e-9)

@@ -32,6 +32,7 @@ from mmprune.core import (
     discover_groups,
     hw_scale,
     install_masks,
+    integrate_lag,
     project_to_target,
     scheduled_target,
 )
@@ -120,6 +121,13 @@ class InTrainPruningHook(Hook):
             channels with the largest ``M``) or ``'threshold'`` (the
             seed's: the channels with ``M >= threshold``); see
             `mmprune.core.ChannelMask`.
+        lag_integral: gain of the integral action on psi's lag once the
+            target holds still (`mmprune.core.integrate_lag`; 0.1 =
+            `mmprune.core.LAG_INTEGRAL_GAIN` is the tested value): a task
+            gradient that holds the masks up raises the pull until the lag
+            closes. 0 (default) leaves ``b`` a proportional gain: with no
+            such force the integral overshoots on 16-channel steps (README,
+            "Integral action").
     """
 
     priority = 'ABOVE_NORMAL'
@@ -145,7 +153,8 @@ class InTrainPruningHook(Hook):
                  target_ramp: float = 0.75,
                  normalize: bool = True,
                  revive: bool = True,
-                 binarize: str = 'count') -> None:
+                 binarize: str = 'count',
+                 lag_integral: float = 0.0) -> None:
         key = 'custom_hooks.InTrainPruningHook'
         if not 0.0 < float(psi_target) <= 1.0:
             raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
@@ -170,6 +179,9 @@ class InTrainPruningHook(Hook):
         if binarize not in BINARIZE_MODES:
             raise ValueError(f'{key}.binarize must be one of '
                              f'{BINARIZE_MODES}, got {binarize!r}')
+        if not 0.0 <= float(lag_integral) < 1.0:
+            raise ValueError(f'{key}.lag_integral must lie in [0, 1), got '
+                             f'{lag_integral!r}')
         if input_shape is not None and len(input_shape) != 2:
             raise ValueError(f'{key}.input_shape must be (H, W), got '
                              f'{input_shape!r}')
@@ -197,6 +209,9 @@ class InTrainPruningHook(Hook):
         self.normalize = bool(normalize)
         self.revive = bool(revive)
         self.binarize = binarize
+        self.lag_integral = float(lag_integral)
+        # The integral action's state, in units of psi (saved in meta).
+        self.integral = 0.0
         self.hw_scale = 1.0
         # The target of the current iteration: 1 before the window.
         self.psi_now = 1.0
@@ -325,8 +340,8 @@ class InTrainPruningHook(Hook):
             f'  dynamics: target {self.target_schedule} over '
             f'{self.target_ramp:.0%} of the window, normalize='
             f'{self.normalize} (scale {self.hw_scale:.4g}), revive='
-            f'{self.revive}, binarize={self.binarize}, '
-            f'channel_multiple={self.channel_multiple}'
+            f'{self.revive}, binarize={self.binarize}, lag_integral='
+            f'{self.lag_integral:g}, channel_multiple={self.channel_multiple}'
             f'{" in training" if self.multiple_in_train else " at freeze"}',
         ]
         for name, why in plan.kept:
@@ -365,6 +380,7 @@ class InTrainPruningHook(Hook):
                 self._window_progress(runner), self.psi_target,
                 self.target_schedule, self.target_ramp)
             wrapper.psi_target = self.psi_now
+            wrapper.hw_integral = self.integral
         else:
             wrapper.prune_active = False
 
@@ -451,6 +467,13 @@ class InTrainPruningHook(Hook):
         hub.update_scalar('train/psi_target', self.psi_now)
         hub.update_scalar('train/loss_hw', loss_hw)
         hub.update_scalar('train/pruned_channels', pruned)
+        if wrapper.prune_active and not self.maskset.frozen and \
+                self._window_progress(runner) >= self.target_ramp:
+            # Only once the target holds still: a lag behind the falling
+            # target is the ramp's own, and integrating it winds up.
+            self.integral = integrate_lag(self.integral, psi, self.psi_now,
+                                          self.tolerance, self.lag_integral)
+            hub.update_scalar('train/hw_integral', self.integral)
         # A window that closes with training freezes after its last
         # iteration, before CheckpointHook (lower priority) saves it.
         if runner.iter + 1 >= runner.max_iters and self.started and \
@@ -475,7 +498,7 @@ class InTrainPruningHook(Hook):
         checkpoint.setdefault('meta', {})['prune'] = dict(
             psi=psi, psi_target=self.psi_target,
             started=self.started, frozen=bool(self.maskset.frozen),
-            b=self.b_value, pruned_channels=pruned)
+            b=self.b_value, integral=self.integral, pruned_channels=pruned)
         rep = self.freeze_report
         if rep is not None:
             checkpoint['meta']['prune'].update(
@@ -497,6 +520,7 @@ class InTrainPruningHook(Hook):
             self.b_value = float(meta['b'])
             if hasattr(runner.optim_wrapper, 'b'):
                 runner.optim_wrapper.b = self.b_value
+        self.integral = float(meta.get('integral', 0.0))
         if (self.started or meta.get('frozen')) and not self.maskset.attached:
             self.maskset.attach(_unwrap(runner.model))
         if is_main_process():

@@ -9,10 +9,11 @@ prune loss is added, the mask gradients are all-reduced and the masks get
 their own optimizer, whatever detector or train loop is in use.
 
 The loss it minimises (METHOD.md section 3d):
-``L_prune = L_task + b * s * L_HW(psi, psi_t)``, with ``L_HW`` in one of the
-forms of :func:`mmprune.core.hw_loss`, ``psi_t`` the target of the current
-iteration and ``s`` the normalisation, both set by `InTrainPruningHook`
-(``s = 1`` and ``psi_t = psi*`` reproduce the seed). The weights keep the
+``L_prune = L_task + b * s * L_HW(psi, psi_t; I)``, with ``L_HW`` in one of
+the forms of :func:`mmprune.core.hw_loss`, ``psi_t`` the target of the
+current iteration, ``s`` the normalisation and ``I`` the integral action,
+all set by `InTrainPruningHook` (``s = 1``, ``psi_t = psi*`` and ``I = 0``
+reproduce the seed). The weights keep the
 detector's optimizer on ``L_task`` (+ its own weight decay); the masks get
 ``SGD(lr=0.01, weight_decay=mask_weight_decay)`` (the mask decay is the
 seed's ``L_reg`` on masks).
@@ -54,6 +55,7 @@ class _PruneMixin:
         self.b = 0.0
         self.hw_scale = 1.0
         self.hw_tol = 0.0
+        self.hw_integral = 0.0
         self.psi_target = 1.0
         self.loss_form = 'hinge'
         self.last_psi = 1.0
@@ -89,7 +91,7 @@ class _PruneMixin:
         with torch.set_grad_enabled(with_grad):
             psi = self.cost_model.psi(self.maskset.binaries())
             loss_hw = hw_loss(psi, self.psi_target, self.loss_form,
-                              self.hw_tol)
+                              self.hw_tol, self.hw_integral)
             loss_hw = loss_hw * self.hw_scale
         self.last_psi = float(psi.detach())
         self.last_loss_hw = float(loss_hw.detach())
