@@ -31,6 +31,17 @@ train_pipeline = [
     dict(type='Pad', size=input_size, pad_val=dict(img=(0, 0, 0))),
     dict(type='PackDetInputs')
 ]
+# The base's test pipeline, at this input size (the frame the demo trains in).
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=input_size, keep_ratio=True),
+    dict(type='BorderPad', size=input_size, pad_val=dict(img=(0, 0, 0))),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'border',
+                   'scale_factor', 'kitti_annos'))
+]
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
@@ -40,7 +51,7 @@ val_dataloader = dict(
     batch_size=4,
     num_workers=0,
     persistent_workers=False,
-    dataset=dict(data_root=data_root))
+    dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3))

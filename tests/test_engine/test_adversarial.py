@@ -263,7 +263,7 @@ def test_train_step_with_amp_optim_wrapper_cuda():
 # -- ground truth of a test batch -------------------------------------------
 @pytest.fixture(scope='module')
 def kitti_odd(tmp_path_factory):
-    """KITTI frames of 60 x 190: the centre pad offsets them by (1, 2)."""
+    """KITTI frames of 60 x 190: resized by 128 / 60 to 128 x 405."""
     root = str(tmp_path_factory.mktemp('kitti_odd'))
     make_synthetic_kitti(root, num_images=4, img_size=(60, 190), seed=2)
     return root
@@ -274,33 +274,40 @@ def test_kitti_test_batch_gt_lands_on_the_image(kitti_odd):
     ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     ds_cfg.update(data_root=kitti_odd, split='trainval')
     dataset = DATASETS.build(ds_cfg)
-    # Annotations are loaded after the centre pad: border only.
-    assert resolve_gt_frame(dataset, 'auto', 'test_dataloader') == (False,
-                                                                    True)
+    # Annotations are loaded after the resize and the bottom / right pad:
+    # scale only.
+    assert resolve_gt_frame(dataset, 'auto', 'test_dataloader') == (True,
+                                                                    False)
     model = _centernet()
     item = dataset[0]
     pre = model.data_preprocessor(
         dict(inputs=[item['inputs']], data_samples=[item['data_samples']]),
         False)
     sample = pre['data_samples'][0]
+    # keep_ratio into 416 x 128: min(416 / 190, 128 / 60) = 128 / 60.
+    h, w = 128, int(190 * 128 / 60 + 0.5)
     top, bottom, left, right = (int(v) for v in sample.border)
-    assert (top, left) == (2, 1) and (bottom - top, right - left) == (60, 190)
-    mapped = gt_to_input_frame([sample], False, True)[0]
+    assert (top, left) == (0, 0) and (bottom, right) == (h, w)
+    mapped = gt_to_input_frame([sample], True, False)[0]
     orig = sample.gt_instances.bboxes
     assert len(orig) > 0
+    sx, sy = sample.scale_factor
     assert torch.allclose(mapped.gt_instances.bboxes,
-                          orig + torch.tensor([1., 2., 1., 2.]))
+                          orig * torch.tensor([sx, sy, sx, sy]), atol=1e-4)
     # The input sample keeps its original-frame boxes (metrics read them).
     assert torch.equal(sample.gt_instances.bboxes, orig)
-    # The pasted image really sits at the border offset of the input.
+    # The resized image really sits at the top-left of the input.
     pix = pre['inputs'][0] * model.data_preprocessor.std + \
         model.data_preprocessor.mean
-    img = cv2.imread(dataset[0]['data_samples'].img_path)[..., ::-1]
+    img = cv2.imread(dataset[0]['data_samples'].img_path)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)[..., ::-1]
     img = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-    assert torch.allclose(pix[:, 2:62, 1:191], img.float(), atol=1e-3)
+    assert torch.allclose(pix[:, :h, :w], img.float(), atol=1.0)
+    assert float(pix[:, :, w:].abs().max()) < 1e-3  # the pad is black
+    # The attack perturbs the image and never the pad.
     mask = valid_pixel_mask([sample], pre['inputs'].shape)
-    assert float(mask.sum()) == 60 * 190
-    assert float(mask[0, 0, 2:62, 1:191].sum()) == 60 * 190
+    assert float(mask.sum()) == h * w
+    assert float(mask[0, 0, :h, :w].sum()) == h * w
 
 
 def _coco_dataset(root, pipeline):

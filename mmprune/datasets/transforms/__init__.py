@@ -1,1 +1,4 @@
 """mmprune.datasets.transforms."""
+from .border_pad import BorderPad
+
+__all__ = ['BorderPad']

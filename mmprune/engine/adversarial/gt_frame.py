@@ -33,7 +33,8 @@ GT_FRAMES = ('auto', 'input', 'original')
 _BOX_NEUTRAL = {
     'LoadImageFromFile', 'LoadImageFromNDArray', 'LoadImageFromWebcam',
     'LoadMultiChannelImageFromFiles', 'LoadAnnotations', 'LoadProposals',
-    'PackDetInputs', 'Pad', 'PhotoMetricDistortion', 'ColorTransform',
+    'PackDetInputs', 'Pad', 'BorderPad', 'PhotoMetricDistortion',
+    'ColorTransform',
     'Brightness', 'Contrast', 'Sharpness', 'Equalize', 'AutoContrast',
     'YOLOXHSVRandomAug', 'Normalize', 'ImageToTensor', 'ToTensor',
     'FilterAnnotations'
