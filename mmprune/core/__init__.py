@@ -46,7 +46,7 @@ from .plan import (
                        Slot,
                        map_size,
 )
-from .projection import ProjectionReport, project_to_target
+from .projection import ProjectionReport, lowest_psi, project_to_target
 from .ste import binarize
 from .surgery import (
                        ChannelSpec,
@@ -96,5 +96,6 @@ __all__ = [
     'integrate_lag',
     'LAG_INTEGRAL_GAIN',
     'project_to_target',
+    'lowest_psi',
     'ProjectionReport',
 ]

@@ -3,9 +3,10 @@
 import itertools
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
+from torch import Tensor
 
 from .cost import CostModel
 from .mask import MaskSet
@@ -457,3 +458,29 @@ def _why(b, m, sizes, mins, low, q, total, limit, dense, cur, over) -> str:
     return ('channels too coarse for tol: no mix of channel counts found '
             'in the band; the nearest feasible psi levels are '
             f'{cur / dense:.4f} (taken) and {above}')
+
+
+def lowest_psi(maskset: MaskSet, cost_model: CostModel,
+               channel_multiple: int = 1) -> Tuple[float, Dict[str, Tensor]]:
+    """The lowest psi the masks can reach, and binaries that reach it.
+
+    Every group keeps its floor: ``min_channels``, rounded up to
+    ``channel_multiple`` as the projection rounds (groups narrower than it
+    keep exact counts); layers outside every group keep their whole cost.
+    psi only grows with a group's kept count, so no mask state goes lower
+    (which channels a group keeps changes psi only where a group's channels
+    feed slices of different cost; the first ones are kept here).
+
+    Returns:
+        ``(psi_min, binaries)``; ``binaries`` maps group names to ``[C]``
+        0 / 1 tensors.
+    """
+    q = max(int(channel_multiple), 1)
+    out = {}
+    for name in maskset.group_names:
+        size = cost_model.plan.groups[name].size
+        b = torch.zeros(size)
+        b[:_low(size, maskset.mask(name).min_keep, q)] = 1.0
+        out[name] = b
+    with torch.no_grad():
+        return float(cost_model.psi(out)), out

@@ -184,3 +184,53 @@ def test_integral_action_follows_the_lag_and_survives_resume(coco, tmp_path):
     after = hub.get_scalar('train/hw_integral').data[0][-1]
     assert after == pytest.approx(
         max(0.0, integral[2] + 0.1 * (psi6 - (t6 - 0.01))), abs=1e-9)
+
+
+def test_unreachable_target_is_refused_at_start(coco, tmp_path):
+    import copy
+    import math
+    import re
+
+    from tests.macs import count_macs, make_positive, zero_pruned_rows
+    cfg = _cfg(coco, str(tmp_path / 'w'), 4, prune_start=1, prune_end=3,
+               psi_target=0.05, min_channels=0.5)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match='psi_target=0.05 is below the '
+                       r'lowest psi') as err:
+        runner.train()
+    assert runner.iter == 0  # refused before any training
+    msg = str(err.value)
+    assert 'min_channels=0.5' in msg and 'allow_unreachable_target' in msg
+    low = float(re.search(r'lowest psi ([0-9.]+)', msg).group(1))
+    # The floor counted independently: each group keeps its first
+    # ceil(C / 2) channels, the rest are zeroed, and the MAC counter of
+    # tests/macs.py runs the model.
+    hook = _hook(runner)
+    bins = {}
+    for name, g in hook.plan.groups.items():
+        b = torch.zeros(g.size)
+        b[:math.ceil(0.5 * g.size)] = 1.0
+        bins[name] = b
+    dense_model = copy.deepcopy(runner.model).eval()
+    hook.maskset.freeze(bins)
+    hook.maskset.attach(runner.model)
+    masked = copy.deepcopy(runner.model).eval()
+    batch, samples = hook.trace_inputs
+    batch = batch.abs() + 1.0
+    for m in (dense_model, masked):
+        make_positive(m)
+    zero_pruned_rows(masked, hook.plan, bins)
+    dense = count_macs(dense_model, lambda: dense_model._forward(batch,
+                                                                samples))
+    floor = count_macs(masked, lambda: masked._forward(batch, samples))
+    assert low == pytest.approx(floor / dense, rel=0.01)
+
+    # allow_unreachable_target=True: a warning, and the run goes on.
+    cfg = _cfg(coco, str(tmp_path / 'v'), 4, prune_start=1, prune_end=3,
+               psi_target=0.05, min_channels=0.5,
+               allow_unreachable_target=True)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 4
+    with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
+        assert 'is below the lowest psi' in f.read()

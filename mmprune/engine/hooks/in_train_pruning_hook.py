@@ -33,6 +33,7 @@ from mmprune.core import (
     hw_scale,
     install_masks,
     integrate_lag,
+    lowest_psi,
     project_to_target,
     scheduled_target,
 )
@@ -128,6 +129,10 @@ class InTrainPruningHook(Hook):
             closes. 0 (default) leaves ``b`` a proportional gain: with no
             such force the integral overshoots on 16-channel steps (README,
             "Integral action").
+        allow_unreachable_target: a ``psi_target`` below the lowest psi
+            that ``min_channels``, ``channel_multiple`` and the fixed layers
+            allow is refused at ``before_train``; True logs a warning and
+            prunes as far as the floor allows.
     """
 
     priority = 'ABOVE_NORMAL'
@@ -154,7 +159,8 @@ class InTrainPruningHook(Hook):
                  normalize: bool = True,
                  revive: bool = True,
                  binarize: str = 'count',
-                 lag_integral: float = 0.0) -> None:
+                 lag_integral: float = 0.0,
+                 allow_unreachable_target: bool = False) -> None:
         key = 'custom_hooks.InTrainPruningHook'
         if not 0.0 < float(psi_target) <= 1.0:
             raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
@@ -210,6 +216,7 @@ class InTrainPruningHook(Hook):
         self.revive = bool(revive)
         self.binarize = binarize
         self.lag_integral = float(lag_integral)
+        self.allow_unreachable = bool(allow_unreachable_target)
         # The integral action's state, in units of psi (saved in meta).
         self.integral = 0.0
         self.hw_scale = 1.0
@@ -294,7 +301,30 @@ class InTrainPruningHook(Hook):
     def before_train(self, runner) -> None:
         """Check the window against the train loop; log the summary."""
         self._check_schedule(runner)
+        self._check_reachable(runner)
         runner.logger.info(self.summary())
+
+    def _check_reachable(self, runner) -> None:
+        """Refuse a target below the floor, before any training."""
+        low, bins = lowest_psi(self.maskset, self.cost_model,
+                               self.channel_multiple)
+        if self.psi_target >= low - 1e-9:
+            return
+        layers = sorted(self.cost_model.breakdown(bins),
+                        key=lambda lay: -lay.macs)
+        cost = max(sum(lay.macs for lay in layers), 1)
+        top = ', '.join(f'{lay.name} ({100.0 * lay.macs / cost:.0f} %)'
+                        for lay in layers[:3])
+        msg = (f'custom_hooks.InTrainPruningHook.psi_target='
+               f'{self.psi_target} is below the lowest psi {low:.4f} that '
+               f'min_channels={self.min_channels!r}, channel_multiple='
+               f'{self.channel_multiple} and the layers no group prunes '
+               f'allow; most of that floor is in {top}. Lower min_channels '
+               'or the skip patterns, raise psi_target, or set '
+               'allow_unreachable_target=True to prune down to the floor')
+        if not self.allow_unreachable:
+            raise ValueError(msg)
+        runner.logger.warning(msg)
 
     def _check_schedule(self, runner) -> None:
         """Refuse windows the train loop cannot run, before any training."""
