@@ -240,8 +240,9 @@ def example_batch(cfg: Config, model: nn.Module,
     if not loader_cfg:
         raise ExportError(
             f'{cfg.filename}: no test_dataloader to take the trace input '
-            'from; set input_shape=(H, W) in the InTrainPruningHook config '
-            'or pass --shape H W')
+            'from, and the checkpoint has no meta["prune"]["input_shape"] '
+            '(saved since this release); set input_shape=(H, W) in the '
+            'InTrainPruningHook config or pass --shape H W')
     from mmengine.registry import init_default_scope
     from mmengine.runner import Runner
     init_default_scope(cfg.get('default_scope', 'mmdet'))
@@ -360,6 +361,10 @@ def load_masked_detector(config: Union[str, Config], checkpoint: str, *,
     model.load_state_dict(weights, strict=True)
     model.eval()
     shape = input_shape if input_shape is not None else hook['input_shape']
+    traced = (meta.get('prune') or {}).get('input_shape')
+    if shape is None and not cfg.get('test_dataloader') and traced:
+        # No test data to trace on: the shape the hook traced at in training.
+        shape = tuple(int(v) for v in traced)
     inputs, samples = example_batch(cfg, model, shape)
     plan = trace_detector(model, inputs, samples, hook['skip'])
     ms = MaskSet(plan, hook['mask_init'], hook['threshold'],
@@ -389,7 +394,8 @@ class ExportResult:
     ``params_*`` count every parameter of the model; ``macs_*`` are the cost
     model's conv / deconv / DCN / linear MACs per image at ``input_shape``;
     ``max_abs_diff`` compares the small model's raw head outputs with the
-    masked model's (None without ``verify``).
+    masked model's (None without ``verify``); ``output_diffs`` has one row
+    per output (`compare_outputs`).
     """
 
     out_dir: str
@@ -406,6 +412,7 @@ class ExportResult:
     total_channels: int
     frozen: bool
     max_abs_diff: Optional[float] = None
+    output_diffs: List[dict] = field(default_factory=list)
     spec: ChannelSpec = field(default_factory=ChannelSpec, repr=False)
     notes: List[str] = field(default_factory=list)
 
@@ -430,7 +437,43 @@ class ExportResult:
         if self.max_abs_diff is not None:
             lines.append(f'  max |exported - masked| raw outputs: '
                          f'{self.max_abs_diff:.3g}')
+        for d in self.output_diffs:
+            lines.append(f'    output {d["index"]} {d["shape"]}: max abs '
+                         f'{d["max_abs"]:.3g}, max rel {d["max_rel"]:.3g} '
+                         f'(scale {d["scale"]:.3g})')
         return '\n'.join(lines)
+
+
+def compare_outputs(out: List[Tensor], ref: List[Tensor],
+                    atol: float = 1e-4) -> List[dict]:
+    """Compare each raw output with the masked model's at its own scale.
+
+    Output ``i`` passes when ``max |out_i - ref_i| <= atol * max(1,
+    max |ref_i|)``. Each output has its own scale, so untrained box deltas
+    of 1e5 cannot loosen the check on class scores in 0..1.
+
+    Returns:
+        One dict per output: ``index``, ``shape``, ``max_abs``, ``max_rel``
+        (``max_abs / max |ref_i|``) and ``scale`` (``max |ref_i|``).
+
+    Raises:
+        RuntimeError naming every output beyond its tolerance.
+    """
+    rows, bad = [], []
+    for i, (a, r) in enumerate(zip(out, ref)):
+        d = float((a - r).abs().max()) if r.numel() else 0.0
+        scale = float(r.abs().max()) if r.numel() else 0.0
+        rows.append(dict(index=i, shape=list(r.shape), max_abs=d,
+                         max_rel=d / scale if scale > 0 else d, scale=scale))
+        if d > atol * max(1.0, scale):
+            bad.append(f'output {i} {list(r.shape)}: {d:.3g} > '
+                       f'{atol * max(1.0, scale):.3g}')
+    if bad:
+        raise RuntimeError(
+            'export: the exported model differs from the masked model in '
+            'its raw outputs (' + '; '.join(bad) + '); a layer type is '
+            'sliced wrongly, please report it')
+    return rows
 
 
 def _num_params(model: nn.Module) -> int:
@@ -464,7 +507,7 @@ def export_pruned(config: Union[str, Config], checkpoint: str, out_dir: str,
             ``input_shape``, else the first test batch.
         verify: compare the rebuilt small model's raw head outputs with the
             masked model's on the trace input; raise if they differ by more
-            than ``atol`` (relative to the outputs' magnitude above 1).
+            than ``atol`` at any output's own scale (`compare_outputs`).
         log: where the summary goes (None: silent).
 
     Returns:
@@ -525,16 +568,8 @@ def export_pruned(config: Union[str, Config], checkpoint: str, out_dir: str,
                 'export: the exported model returns outputs of other shapes '
                 f'than the masked model: {[tuple(a.shape) for a in out]} vs '
                 f'{[tuple(r.shape) for r in ref]}')
-        diff = max((float((a - r).abs().max()) for a, r in zip(out, ref)
-                    if a.numel()), default=0.0)
-        scale = max((float(r.abs().max()) for r in ref if r.numel()),
-                    default=0.0)
-        if diff > atol * max(1.0, scale):
-            raise RuntimeError(
-                f'export: the exported model differs from the masked model '
-                f'by up to {diff:.3g} in its raw outputs (tolerance '
-                f'{atol * max(1.0, scale):.3g}); a layer type is sliced '
-                'wrongly, please report it')
+        diffs = compare_outputs(out, ref, atol)
+        diff = max((d['max_abs'] for d in diffs), default=0.0)
     res = ExportResult(
         out_dir=out_dir, config=paths['config.py'],
         checkpoint=paths['model.pth'], channels=paths['channels.json'],
@@ -542,7 +577,7 @@ def export_pruned(config: Union[str, Config], checkpoint: str, out_dir: str,
         params_after=_num_params(small), macs_before=int(cm.dense_macs),
         macs_after=int(round(float(cm.macs(b)))), pruned_channels=pruned,
         total_channels=total, frozen=bool(ms.frozen), max_abs_diff=diff,
-        spec=spec)
+        output_diffs=diffs if verify else [], spec=spec)
     if not md.hook['found']:
         res.notes.append(
             f'{md.config} has no {HOOK_TYPE}; traced with its defaults '
@@ -557,5 +592,5 @@ __all__ = [
     'ExportError', 'ExportResult', 'MaskedDetector', 'export_pruned',
     'exported_config', 'load_masked_detector', 'split_checkpoint',
     'check_weights_fit', 'example_batch', 'prune_hook_args',
-    'flatten_outputs', 'MASK_PREFIX'
+    'flatten_outputs', 'compare_outputs', 'MASK_PREFIX'
 ]

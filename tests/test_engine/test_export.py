@@ -19,6 +19,7 @@ import mmprune  # noqa: F401
 from mmprune.core import CostModel, install_masks
 from mmprune.engine.export import (
     ExportError,
+    compare_outputs,
     example_batch,
     export_pruned,
     exported_config,
@@ -175,6 +176,12 @@ def test_export_equals_masked_model(name, tmp_path):
 
     res = export_pruned(cfg, ckpt, str(tmp_path / 'out'), log=None)
     assert res.max_abs_diff is not None and res.max_abs_diff < 1e-4
+    # One row per raw output (measured on the trace input), each at its own
+    # scale.
+    assert [d['shape'] for d in res.output_diffs] == \
+        [list(r.shape) for r in ref_raw]
+    for d in res.output_diffs:
+        assert d['max_abs'] <= 1e-4 * max(1.0, d['scale'])
     small = load_small(res)
     assert type(small) is type(model)
     assert not hasattr(small, 'prune_masks')
@@ -399,3 +406,16 @@ def test_export_runs_mmcv_dcn_layers_on_the_torch_path(centernet_cfg,
         for a, b in zip(*(m._forward(x, samples) for m in (small, fast))):
             for ta, tb in zip(a, b):
                 torch.testing.assert_close(tb, ta, atol=1e-4, rtol=1e-4)
+
+
+def test_compare_outputs_checks_each_output_at_its_own_scale():
+    # Untrained box deltas of 2.8e5 next to class scores in 0..1: a single
+    # tolerance of atol * 2.8e5 = 28 would let a 0.5 error in the scores by.
+    deltas = torch.full((2, 4), 2.8e5)
+    scores = torch.rand(2, 3, generator=torch.Generator().manual_seed(0))
+    rows = compare_outputs([deltas + 1.0, scores], [deltas, scores])
+    assert [r['index'] for r in rows] == [0, 1]
+    assert rows[0]['max_abs'] == pytest.approx(1.0)
+    assert rows[0]['max_rel'] == pytest.approx(1.0 / 2.8e5)
+    with pytest.raises(RuntimeError, match=r'output 1 \[2, 3\]'):
+        compare_outputs([deltas, scores + 0.5], [deltas, scores])

@@ -1,5 +1,6 @@
 """The hook's dynamics on a real detector: psi reaches the target by
 training, the schedule is checked up front, and what is saved is final."""
+import copy
 import os.path as osp
 
 import pytest
@@ -173,6 +174,18 @@ def test_integral_action_follows_the_lag_and_survives_resume(coco, tmp_path):
     state = torch.load(osp.join(str(tmp_path / 'a'), 'iter_6.pth'),
                        map_location='cpu', weights_only=True)
     assert state['meta']['prune']['integral'] == pytest.approx(integral[2])
+    # The traced (H, W) travels in meta, so a config without test data
+    # still exports at the shape psi was counted at.
+    traced = [int(v) for v in _hook(runner).trace_inputs[0].shape[-2:]]
+    assert state['meta']['prune']['input_shape'] == traced
+    from mmprune.engine.export import load_masked_detector
+    bare = copy.deepcopy(cfg)
+    for key in ('test_dataloader', 'test_cfg', 'test_evaluator',
+                'val_dataloader', 'val_cfg', 'val_evaluator'):
+        bare[key] = None
+    md = load_masked_detector(bare, osp.join(str(tmp_path / 'a'),
+                                             'iter_6.pth'))
+    assert list(md.inputs.shape[-2:]) == traced
     cfg = _cfg(coco, str(tmp_path / 'b'), 8, **window)
     cfg.resume = True
     cfg.load_from = osp.join(str(tmp_path / 'a'), 'iter_6.pth')
@@ -187,7 +200,6 @@ def test_integral_action_follows_the_lag_and_survives_resume(coco, tmp_path):
 
 
 def test_unreachable_target_is_refused_at_start(coco, tmp_path):
-    import copy
     import math
     import re
 

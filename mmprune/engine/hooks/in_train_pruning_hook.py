@@ -529,6 +529,10 @@ class InTrainPruningHook(Hook):
             psi=psi, psi_target=self.psi_target,
             started=self.started, frozen=bool(self.maskset.frozen),
             b=self.b_value, integral=self.integral, pruned_channels=pruned)
+        if self.trace_inputs is not None:
+            # The (H, W) psi is counted at; the export traces there too.
+            checkpoint['meta']['prune']['input_shape'] = [
+                int(v) for v in self.trace_inputs[0].shape[-2:]]
         rep = self.freeze_report
         if rep is not None:
             checkpoint['meta']['prune'].update(
