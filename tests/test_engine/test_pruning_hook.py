@@ -87,6 +87,18 @@ def test_hook_rejects_bad_settings_and_plain_wrapper(coco, tmp_path):
         InTrainPruningHook(psi_target=0.5, b='big')
     with pytest.raises(ValueError, match='loss_form must be one of'):
         InTrainPruningHook(psi_target=0.5, loss_form='cube')
+    for key, bad in (('threshold', 0.0), ('threshold', 1.5),
+                     ('mask_init', -0.1), ('mask_init', 2.0)):
+        with pytest.raises(ValueError, match=rf'InTrainPruningHook\.{key} '
+                           r'must lie in \(0, 1\]'):
+            InTrainPruningHook(psi_target=0.5, **{key: bad})
+    with pytest.raises(ValueError, match='tolerance must be >= 0'):
+        InTrainPruningHook(psi_target=0.5, tolerance=-0.01)
+    for shape in ((64,), (0, 64), (64.5, 64), (-1, 8)):
+        with pytest.raises(ValueError, match='input_shape must be'):
+            InTrainPruningHook(psi_target=0.5, input_shape=shape)
+    with pytest.raises(ValueError, match='lag_integral must lie in'):
+        InTrainPruningHook(psi_target=0.5, lag_integral=1.5)
     cfg = tiny_config('retinanet_r50_fpn', coco, str(tmp_path / 'w'),
                       max_iters=1)
     cfg.custom_hooks = [dict(type='InTrainPruningHook', psi_target=0.5)]
@@ -115,3 +127,21 @@ def test_no_mask_update_outside_window_and_hinge_is_zero_below_target(
     masks = getattr(runner.model, MASKS_ATTR)
     assert recorder.history[3][1]
     assert masks.frozen
+
+
+def test_skip_matching_nothing_and_nothing_prunable_are_refused(coco,
+                                                                tmp_path):
+    cfg = tiny_config('retinanet_r50_fpn', coco, str(tmp_path / 'a'),
+                      max_iters=1)
+    cfg = add_pruning(cfg, skip=['backbone.layer9*'])
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r"InTrainPruningHook\.skip: .*"
+                       r"'backbone\.layer9\*' matches no module"):
+        runner.train()
+    cfg = tiny_config('retinanet_r50_fpn', coco, str(tmp_path / 'b'),
+                      max_iters=1)
+    cfg = add_pruning(cfg, skip=['backbone*', 'neck*', 'bbox_head*'])
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match='has no prunable channel group'):
+        runner.train()
+    assert runner.iter == 0

@@ -188,9 +188,19 @@ class InTrainPruningHook(Hook):
         if not 0.0 <= float(lag_integral) < 1.0:
             raise ValueError(f'{key}.lag_integral must lie in [0, 1), got '
                              f'{lag_integral!r}')
-        if input_shape is not None and len(input_shape) != 2:
-            raise ValueError(f'{key}.input_shape must be (H, W), got '
-                             f'{input_shape!r}')
+        if input_shape is not None and (
+                len(input_shape) != 2 or any(
+                    isinstance(v, bool) or not isinstance(v, int) or v < 1
+                    for v in input_shape)):
+            raise ValueError(f'{key}.input_shape must be (H, W), two ints '
+                             f'>= 1, got {input_shape!r}')
+        for name, v in (('threshold', threshold), ('mask_init', mask_init)):
+            if isinstance(v, bool) or not 0.0 < float(v) <= 1.0:
+                raise ValueError(f'{key}.{name} must lie in (0, 1], got '
+                                 f'{v!r}')
+        if float(tolerance) < 0:
+            raise ValueError(f'{key}.tolerance must be >= 0, got '
+                             f'{tolerance!r}')
         self.psi_target = float(psi_target)
         self.b = b
         self.prune_start = int(prune_start)
@@ -259,7 +269,19 @@ class InTrainPruningHook(Hook):
         inputs, samples = self._example_batch(runner, mode)
         # Kept for tools and tests that count MACs at the traced shape.
         self.trace_inputs = (inputs, samples)
-        self.plan = trace_detector(model, inputs, samples, self.skip)
+        try:
+            self.plan = trace_detector(model, inputs, samples, self.skip)
+        except ValueError as err:
+            if 'skip pattern' in str(err):
+                raise ValueError(f'custom_hooks.InTrainPruningHook.skip: '
+                                 f'{err}') from err
+            raise
+        if not self.plan.groups:
+            raise ValueError(
+                f'custom_hooks.InTrainPruningHook: {type(model).__name__} '
+                'has no prunable channel group (skip='
+                f'{self.skip}); every layer is fixed:\n' + '\n'.join(
+                    f'  kept {n}: {why}' for n, why in self.plan.kept[:20]))
         self.cost_model = CostModel(self.plan, cost=self.cost)
         self.maskset = install_masks(
             model, self.plan, self.mask_init, self.threshold,

@@ -20,15 +20,20 @@ seed's ``L_reg`` on masks).
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
 from mmdet.registry import OPTIM_WRAPPERS
+from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIMIZERS
 
 from mmprune.core import CostModel, MaskSet, hw_loss
+
+#: Consecutive non-finite steps after which training stops.
+MAX_NONFINITE_STEPS = 5
 
 
 class _PruneMixin:
@@ -61,6 +66,9 @@ class _PruneMixin:
         self.last_psi = 1.0
         self.last_loss_hw = 0.0
         self._pending_mask_state: Optional[dict] = None
+        # Consecutive steps skipped for non-finite mask gradients.
+        self.nonfinite_steps = 0
+        self._skip_step = False
 
     # -- set up by InTrainPruningHook ---------------------------------------
     def attach_pruning(self, maskset: MaskSet, cost_model: CostModel,
@@ -118,13 +126,45 @@ class _PruneMixin:
                 dist.all_reduce(p.grad)
                 p.grad.div_(world)
 
+    def _grads_finite(self) -> bool:
+        """Whether every mask gradient is finite (one host sync)."""
+        grads = [p.grad for p in self.maskset.parameters()
+                 if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.stack([g.abs().max() for g in grads]).isfinite()
+                    .all())
+
+    def _check_finite(self) -> bool:
+        """Skip a step whose loss was not finite; stop after a streak."""
+        if self._grads_finite():
+            self.nonfinite_steps = 0
+            return True
+        self.nonfinite_steps += 1
+        it = MessageHub.get_current_instance().get_info('iter')
+        where = f'iteration {it}' if it is not None else 'this step'
+        if self.nonfinite_steps >= MAX_NONFINITE_STEPS:
+            raise FloatingPointError(
+                f'PruneOptimWrapper: the loss gave non-finite mask gradients '
+                f'for {self.nonfinite_steps} steps in a row, the last at '
+                f'{where}; the detector diverged (lower the lr, clip '
+                'gradients, or raise min_channels)')
+        print_log(f'PruneOptimWrapper: non-finite mask gradients at {where}'
+                  '; step skipped (masks and weights unchanged)',
+                  logger='current', level=logging.WARNING)
+        return False
+
     def _step_masks(self) -> None:
         if self.mask_optimizer is None:
             return
+        self._skip_step = False
         if self.prune_active:
             self._sync_mask_grads()
-            self._mask_step()
-            self.maskset.clamp_()
+            if self._check_finite():
+                self._mask_step()
+                self.maskset.clamp_()
+            else:
+                self._skip_step = True
         # Outside the window the task loss still reaches the masks through
         # the estimator; drop it so they stay exactly where they are.
         self.mask_optimizer.zero_grad()
@@ -133,8 +173,13 @@ class _PruneMixin:
         self.mask_optimizer.step()
 
     def step(self, **kwargs) -> None:
-        """Step the masks (inside the window), then the detector's weights."""
+        """Step the masks (inside the window), then the detector's weights.
+
+        A step whose mask gradients are not finite moves neither.
+        """
         self._step_masks()
+        if self._skip_step:
+            return
         super().step(**kwargs)
 
     def state_dict(self) -> dict:
@@ -194,3 +239,8 @@ class PruneAmpOptimWrapper(_PruneMixin, AmpOptimWrapper):
 
     def _mask_step(self) -> None:
         self.loss_scaler.step(self.mask_optimizer)
+
+    def _grads_finite(self) -> bool:
+        # Scaled fp16 gradients overflow by design: the loss scaler skips
+        # those steps and lowers its scale.
+        return True

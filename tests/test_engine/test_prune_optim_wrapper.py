@@ -1,0 +1,52 @@
+"""PruneOptimWrapper on non-finite losses: skip, warn, then stop."""
+import pytest
+import torch
+
+from mmprune.core import CostModel, discover_groups, install_masks
+from mmprune.engine.optimizers import PruneOptimWrapper
+from mmprune.engine.optimizers.prune_optim_wrapper import MAX_NONFINITE_STEPS
+from tests.test_core.nets import Chain
+
+
+def _wrapper():
+    torch.manual_seed(0)
+    net = Chain()
+    x = torch.rand(2, 3, 16, 16)
+    plan = discover_groups(net, x)
+    masks = install_masks(net, plan, binarize='count', revive=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    wrapper = PruneOptimWrapper(optimizer=opt)
+    wrapper.attach_pruning(masks, CostModel(plan), 0.5, 1.0, 'band')
+    wrapper.prune_active = True
+    return net, x, masks, wrapper
+
+
+def _snapshot(net):
+    # Parameters only: BatchNorm's running stats move in any forward.
+    return {k: v.detach().clone() for k, v in net.named_parameters()}
+
+
+def test_nonfinite_loss_skips_the_step_and_a_streak_stops_training():
+    net, x, masks, wrapper = _wrapper()
+    # A finite step moves the weights and the masks.
+    before = _snapshot(net)
+    wrapper.update_params(net(x).mean())
+    after = _snapshot(net)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    mask_vals = [m.detach().clone() for m in masks.parameters()]
+    # A NaN loss: nothing moves, nothing non-finite gets in.
+    for _ in range(MAX_NONFINITE_STEPS - 1):
+        wrapper.update_params(net(x).mean() * float('nan'))
+        now = _snapshot(net)
+        assert all(torch.equal(after[k], now[k]) for k in after)
+        assert all(torch.equal(m, v)
+                   for m, v in zip(masks.parameters(), mask_vals))
+    assert wrapper.nonfinite_steps == MAX_NONFINITE_STEPS - 1
+    # A finite step in between resets the streak.
+    wrapper.update_params(net(x).mean())
+    assert wrapper.nonfinite_steps == 0
+    for _ in range(MAX_NONFINITE_STEPS - 1):
+        wrapper.update_params(net(x).mean() * float('inf'))
+    with pytest.raises(FloatingPointError, match=f'{MAX_NONFINITE_STEPS} '
+                       'steps in a row'):
+        wrapper.update_params(net(x).mean() * float('nan'))
