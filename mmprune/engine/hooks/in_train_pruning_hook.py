@@ -19,7 +19,12 @@ from typing import Optional, Sequence, Union
 
 import torch
 from mmdet.registry import HOOKS
-from mmengine.dist import is_main_process
+from mmengine.dist import (
+    broadcast_object_list,
+    get_rank,
+    get_world_size,
+    is_main_process,
+)
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -65,6 +70,21 @@ def trace_detector(model, inputs, data_samples, skip: Sequence[str] = ()):
     return discover_groups(
         model, (inputs, data_samples),
         forward_fn=lambda m, x: m._forward(x[0], x[1]), skip=skip)
+
+
+def _same_on_all_ranks(inputs, samples):
+    """Rank 0's trace input on every rank, so all build one plan and psi.
+
+    Each rank's first batch can pad to another shape, which would give the
+    ranks different cost models, projections and exported widths.
+    """
+    if get_world_size() < 2:
+        return inputs, samples
+    obj = [(inputs.cpu(), [s.cpu() for s in samples])] if get_rank() == 0 \
+        else [None]
+    broadcast_object_list(obj, src=0)
+    x, ss = obj[0]
+    return x.to(inputs.device), [s.to(inputs.device) for s in ss]
 
 
 @HOOKS.register_module()
@@ -258,7 +278,7 @@ class InTrainPruningHook(Hook):
             for s in samples[:1]:
                 s.set_metainfo(dict(img_shape=(h, w), pad_shape=(h, w),
                                     batch_input_shape=(h, w)))
-        return inputs[:1], samples[:1]
+        return _same_on_all_ranks(inputs[:1], samples[:1])
 
     def _setup(self, runner, mode: str) -> None:
         model = _unwrap(runner.model)

@@ -42,7 +42,40 @@ def _load_cfg(args) -> Config:
         cfg.work_dir = osp.join(
             './work_dirs', osp.splitext(osp.basename(args.config))[0])
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    _cpu_process_group(cfg)
     return cfg
+
+
+def _cpu_process_group(cfg: Config) -> None:
+    """Join torchrun's process group over gloo when there is no GPU.
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device``
+    unconditionally, which fails on CPU torch; it skips its own set-up when
+    a process group exists, so on CPU the entry points make one themselves
+    (from torchrun's ``RANK`` / ``WORLD_SIZE`` / ``MASTER_*`` variables).
+    """
+    import torch
+    import torch.distributed as dist
+    if cfg.launcher == 'none' or torch.cuda.is_available() or \
+            (dist.is_available() and dist.is_initialized()):
+        return
+    if cfg.launcher != 'pytorch':
+        raise ValueError(
+            f'--launcher {cfg.launcher} on a machine without a GPU: only '
+            '--launcher pytorch (torchrun, gloo backend) runs on CPU')
+    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR',
+                           'MASTER_PORT') if k not in os.environ]
+    if missing:
+        raise ValueError(f'--launcher pytorch: {missing} not set; start '
+                         'with torchrun or tools/dist_train.sh')
+    dist.init_process_group('gloo')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = \
+        'gloo'
+    # mmengine gives DDP device_ids=[LOCAL_RANK], which only GPUs accept.
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel')
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
 
 
 def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
