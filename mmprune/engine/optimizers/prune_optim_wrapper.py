@@ -32,6 +32,18 @@ from mmengine.registry import OPTIMIZERS
 
 from mmprune.core import CostModel, MaskSet, hw_loss
 
+
+def _has_accelerator() -> bool:
+    from mmengine.device import (
+        is_cuda_available,
+        is_mlu_available,
+        is_musa_available,
+        is_npu_available,
+    )
+    return is_cuda_available() or is_npu_available() or \
+        is_mlu_available() or is_musa_available()
+
+
 #: Consecutive non-finite steps after which training stops.
 MAX_NONFINITE_STEPS = 5
 
@@ -230,17 +242,44 @@ class PruneAmpOptimWrapper(_PruneMixin, AmpOptimWrapper):
 
     The mask gradients come out of the same scaled backward; the loss scaler
     unscales them and skips their step on inf/nan, as for the weights.
+    Without a GPU it runs bf16 autocast on CPU (``dtype='bfloat16'``).
     """
 
     def __init__(self, *args, mask_optimizer: Optional[dict] = None,
                  mask_weight_decay: float = 5e-4, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        if _has_accelerator():
+            super().__init__(*args, **kwargs)
+        else:
+            self._init_cpu(*args, **kwargs)
         self._init_prune(mask_optimizer, mask_weight_decay)
+
+    def _init_cpu(self, *args, loss_scale='dynamic', dtype=None,
+                  use_fsdp: bool = False, **kwargs) -> None:
+        """bf16 autocast on CPU, which mmengine's AmpOptimWrapper refuses.
+
+        bf16 has float32's exponent range, so no loss scaling: a disabled
+        scaler passes loss and steps through, and `_grads_finite` guards
+        the masks and weights.
+        """
+        if dtype not in ('bfloat16', torch.bfloat16) or use_fsdp:
+            raise ValueError(
+                "optim_wrapper: PruneAmpOptimWrapper without a GPU needs "
+                "dtype='bfloat16' (fp16 autocast, loss scaling and FSDP need "
+                f'an accelerator); got dtype={dtype!r}, use_fsdp={use_fsdp}')
+        OptimWrapper.__init__(self, *args, **kwargs)
+        self._scale_update_param = None
+        self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
+        self.cast_dtype = torch.bfloat16
 
     def _mask_step(self) -> None:
         self.loss_scaler.step(self.mask_optimizer)
 
     def _grads_finite(self) -> bool:
-        # Scaled fp16 gradients overflow by design: the loss scaler skips
-        # those steps and lowers its scale.
-        return True
+        # Scaled fp16 gradients overflow by design: an enabled loss scaler
+        # skips those steps and lowers its scale. Without one (CPU, bf16)
+        # the check is ours.
+        scaler = getattr(self, 'loss_scaler', None)
+        if scaler is not None and getattr(scaler, 'is_enabled',
+                                          lambda: False)():
+            return True
+        return super()._grads_finite()

@@ -110,6 +110,11 @@ def build_train_cfg(args: argparse.Namespace) -> Config:
                 'expected OptimWrapper or PruneOptimWrapper')
         cfg.optim_wrapper.type = amp_type
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        import torch
+        if amp_type == 'PruneAmpOptimWrapper' and \
+                not torch.cuda.is_available():
+            # CPU autocast is bf16 (PruneAmpOptimWrapper's CPU path).
+            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in \
                 cfg.auto_scale_lr:
