@@ -20,7 +20,8 @@ setup(
     install_requires=['torch>=1.13,<2.14'] +
     _requirements('requirements/mmcv.txt') +
     _requirements('requirements/runtime.txt'),
-    extras_require={'tests': _requirements('requirements/tests.txt')},
+    extras_require={'tests': _requirements('requirements/tests.txt'),
+                    'deploy': _requirements('requirements/deploy.txt')},
     license='Apache-2.0',
     zip_safe=False,
 )

@@ -241,3 +241,46 @@ def test_masked_detector_traces_at_the_hook_shape(demo):
     assert tuple(md.inputs.shape) == (1, 3, 64, 128) and not md.from_data
     assert md.maskset.frozen
     assert all(torch.equal(md.binaries()[g], b[g]) for g in b)
+
+
+def test_onnx_export_of_pruned_and_dense_matches_pytorch(demo, tmp_path):
+    cfg, ckpt, _, _ = demo
+    out = str(tmp_path / 'export')
+    tool('tools/export_pruned.py')([cfg, ckpt, '--out', out])
+    onnx_path = str(tmp_path / 'onnx' / 'model.onnx')
+    rep = tool('tools/deploy/export_onnx.py')([
+        out, '--out', onnx_path, '--dense', '--runs', '1', '--warmup', '0'])
+    assert rep['shape'] == [64, 128]
+    for arm in ('pruned', 'dense'):
+        assert osp.isfile(rep[arm]['onnx'])
+        assert rep[arm]['max_abs_diff'] <= 1e-4 * 100  # checked per output
+    # The pruned graph really is smaller (mmrazor #494: same-size ONNX).
+    assert rep['pruned']['size_mb'] < 0.9 * rep['dense']['size_mb']
+    assert rep['pruned']['params'] < rep['dense']['params']
+    import onnx
+    model = onnx.load(onnx_path)
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version == 17
+
+
+def test_onnx_export_of_dcnv2torch_and_refusal_of_mmcv_dcn(tmp_path):
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    from mmprune.engine.deploy import check_exportable, compare_onnx, export_onnx
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(BASE)  # the flagship: DLA-Up with DCNv2Torch
+    assert cfg.model.neck.get('use_dcn', True)
+    model = MODELS.build(cfg.model).eval()
+    path = str(tmp_path / 'flagship.onnx')
+    ref = export_onnx(model, (64, 128), path)
+    import onnx
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert 'GridSample' in ops  # the deformable sampling, no custom op
+    for d in compare_onnx(path, ref, (64, 128)):
+        assert d['max_abs'] <= 1e-4 * max(1.0, d['scale']), d
+    mmcv_dcn = MODELS.build(tiny_config('centernet_r18_dcnv2',
+                                        str(tmp_path), str(tmp_path / 'w'))
+                            .model)
+    with pytest.raises(ValueError, match='no ONNX op'):
+        check_exportable(mmcv_dcn)

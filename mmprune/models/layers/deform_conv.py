@@ -17,6 +17,8 @@ Why not always mmcv: the exported model of a pruned CenterNet DLA-34 is meant
 to run on CPU too, and there mmcv's DCN dominates the latency (see README,
 "Latency").
 """
+import contextlib
+
 import torch
 import torch.nn as nn
 from mmcv.ops import ModulatedDeformConv2dPack
@@ -25,7 +27,26 @@ from torch import Tensor
 
 from mmprune.core.deform_conv import modulated_deform_conv2d
 
-__all__ = ['ModulatedDeformConv2dPackTorch', 'use_torch_dcn']
+__all__ = ['ModulatedDeformConv2dPackTorch', 'use_torch_dcn',
+           'dcn_as_torch_ops']
+
+# Set by `dcn_as_torch_ops`: trace the torch form too (ONNX export).
+_TRACE_TORCH_OPS = False
+
+
+@contextlib.contextmanager
+def dcn_as_torch_ops():
+    """Within: DCNv2Torch traces as torch ops (``GridSample`` in ONNX).
+
+    Outside, jit tracing (mmengine's FlopAnalyzer) sees mmcv's kernel, whose
+    op its DCN handle counts.
+    """
+    global _TRACE_TORCH_OPS
+    old, _TRACE_TORCH_OPS = _TRACE_TORCH_OPS, True
+    try:
+        yield
+    finally:
+        _TRACE_TORCH_OPS = old
 
 
 @MODELS.register_module('DCNv2Torch')
@@ -39,7 +60,7 @@ class ModulatedDeformConv2dPackTorch(ModulatedDeformConv2dPack):
 
     def forward(self, x: Tensor) -> Tensor:
         """Offsets and sigmoid masks from ``conv_offset``, then DCNv2."""
-        if x.is_cuda or torch.jit.is_tracing():
+        if x.is_cuda or (torch.jit.is_tracing() and not _TRACE_TORCH_OPS):
             return super().forward(x)
         out = self.conv_offset(x)
         dy_dx, mask = out.split(
