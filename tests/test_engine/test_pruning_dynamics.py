@@ -246,3 +246,53 @@ def test_unreachable_target_is_refused_at_start(coco, tmp_path):
     assert runner.iter == 4
     with open(osp.join(runner.log_dir, f'{runner.timestamp}.log')) as f:
         assert 'is below the lowest psi' in f.read()
+
+
+#: Window [2, 5): iteration 2 is before it, 4 inside, 6 after the freeze.
+RESUME_WINDOW = dict(prune_start=2, prune_end=5, b='auto', lag_integral=0.1,
+                     target_ramp=0.5)
+
+
+def _resume_cfg(coco, work):
+    cfg = _cfg(coco, work, 8, ckpt_interval=2, **RESUME_WINDOW)
+    cfg.optim_wrapper.mask_optimizer = dict(type='SGD', lr=0.01,
+                                            momentum=0.9)
+    cfg.default_hooks.checkpoint.max_keep_ckpts = -1
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(coco, tmp_path_factory):
+    """One 8-iteration run with checkpoints every 2 iterations."""
+    work = str(tmp_path_factory.mktemp('full'))
+    runner = Runner.from_cfg(_resume_cfg(coco, work))
+    runner.train()
+    return work, runner
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('resume_at', [2, 4, 6])
+def test_resume_is_exact_before_inside_and_after_the_window(
+        coco, tmp_path, uninterrupted, resume_at):
+    work, full = uninterrupted
+    cfg = _resume_cfg(coco, str(tmp_path / 'resumed'))
+    cfg.resume = True
+    cfg.load_from = osp.join(work, f'iter_{resume_at}.pth')
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    a = full.model.state_dict()
+    b = resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # The mask optimizer's momentum buffers, and the schedule state.
+    sa = full.optim_wrapper.mask_optimizer.state_dict()['state']
+    sb = resumed.optim_wrapper.mask_optimizer.state_dict()['state']
+    assert sa.keys() == sb.keys() and sa
+    for k in sa:
+        assert torch.equal(sa[k]['momentum_buffer'],
+                           sb[k]['momentum_buffer'])
+    ha, hb = _hook(full), _hook(resumed)
+    assert ha.current_psi() == hb.current_psi() < 0.9
+    assert ha.b_value == hb.b_value and ha.integral == hb.integral
+    assert hb.maskset.frozen
