@@ -19,12 +19,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from mmdet.registry import HOOKS
-from mmengine.dist import (
-    broadcast_object_list,
-    get_rank,
-    get_world_size,
-    is_main_process,
-)
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -42,6 +37,8 @@ from mmprune.core import (
     project_to_target,
     scheduled_target,
 )
+
+from .sync import same_on_all_ranks, sync_ema_masks
 
 #: Attribute under which the MaskSet is registered in the detector, so the
 #: masks are saved and loaded with the model's state dict.
@@ -70,21 +67,6 @@ def trace_detector(model, inputs, data_samples, skip: Sequence[str] = ()):
     return discover_groups(
         model, (inputs, data_samples),
         forward_fn=lambda m, x: m._forward(x[0], x[1]), skip=skip)
-
-
-def _same_on_all_ranks(inputs, samples):
-    """Rank 0's trace input on every rank, so all build one plan and psi.
-
-    Each rank's first batch can pad to another shape, which would give the
-    ranks different cost models, projections and exported widths.
-    """
-    if get_world_size() < 2:
-        return inputs, samples
-    obj = [(inputs.cpu(), [s.cpu() for s in samples])] if get_rank() == 0 \
-        else [None]
-    broadcast_object_list(obj, src=0)
-    x, ss = obj[0]
-    return x.to(inputs.device), [s.to(inputs.device) for s in ss]
 
 
 @HOOKS.register_module()
@@ -278,7 +260,7 @@ class InTrainPruningHook(Hook):
             for s in samples[:1]:
                 s.set_metainfo(dict(img_shape=(h, w), pad_shape=(h, w),
                                     batch_input_shape=(h, w)))
-        return _same_on_all_ranks(inputs[:1], samples[:1])
+        return same_on_all_ranks(inputs[:1], samples[:1])
 
     def _setup(self, runner, mode: str) -> None:
         model = _unwrap(runner.model)
@@ -564,8 +546,20 @@ class InTrainPruningHook(Hook):
             self._freeze(runner)
 
     # -- checkpoints ---------------------------------------------------------
+    # -- EMA -------------------------------------------------------------------
+    def _sync_ema_masks(self, runner) -> None:
+        if self.maskset is not None:
+            sync_ema_masks(runner, self.maskset, MASKS_ATTR)
+
+    def before_val_epoch(self, runner) -> None:
+        self._sync_ema_masks(runner)
+
+    def before_test_epoch(self, runner) -> None:
+        self._sync_ema_masks(runner)
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Store the schedule state and the final psi in ``meta``."""
+        self._sync_ema_masks(runner)
         psi, pruned = self._mask_state()
         checkpoint.setdefault('meta', {})['prune'] = dict(
             psi=psi, psi_target=self.psi_target,
