@@ -26,6 +26,9 @@ DETECTORS = {
     'yolox_s': 'yolox/yolox_s_8xb8-300e_coco.py',
     'centernet_r18_dcnv2': 'centernet/centernet_r18-dcnv2_8xb16-crop512-140e_coco.py',
     'centernet_dla34': osp.join(ROOT, 'configs', 'centernet_dla34_kitti.py'),
+    # RoI-head cost checks (not in the drop-in pruning runs).
+    'mask_rcnn_r50_fpn': 'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+    'cascade_rcnn_r50_fpn': 'cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py',
 }
 
 
@@ -76,9 +79,20 @@ def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
         if head is None:
             continue
         if key == 'roi_head':
-            head.bbox_head.num_classes = len(classes)
+            boxes = head.bbox_head
+            for b in (boxes if isinstance(boxes, list) else [boxes]):
+                b.num_classes = len(classes)
+            if head.get('mask_head') is not None:
+                head.mask_head.num_classes = len(classes)
         else:
             head.num_classes = len(classes)
+    # Two-stage: exactly 40 proposals per image (no NMS suppression), so
+    # the RoI budget (test_cfg.rpn.max_per_img) is what really runs, in the
+    # trace and in every independent count.
+    rpn = (model.get('test_cfg') or {}).get('rpn')
+    if rpn is not None:
+        rpn.nms_pre, rpn.max_per_img = 40, 40
+        rpn.nms = dict(type='nms', iou_threshold=1.0)
     # Pretrained backbones would need a download; train from scratch.
     model.backbone.init_cfg = None
     if model.get('data_preprocessor', {}).get('batch_augments'):

@@ -714,7 +714,18 @@ def _pattern_hits(pattern: str, name: str) -> bool:
     )
 
 
-def _positions(name: str, spec: dict, calls) -> int:
+def _rows(spec: dict, calls, batch: int) -> int:
+    """Leading-dim rows per image of a layer's first call (RoIs, or 1)."""
+    if spec['positions'] is not None or not calls:
+        return 1
+    in_shape, out_shape = calls[0]
+    shape = in_shape if spec['kind'] == 'deconv' else out_shape
+    if shape is None or len(shape) < 2:
+        return 1
+    return max(1, int(shape[0]) // max(1, batch))
+
+
+def _positions(name: str, spec: dict, calls, batch: int = 1) -> int:
     if spec['positions'] is not None:
         return int(spec['positions'])
     if not calls:
@@ -730,7 +741,9 @@ def _positions(name: str, spec: dict, calls) -> int:
         cdim = (
             1 if spec['kind'] in ('deconv', 'conv', 'norm') else len(shape) - 1
         )
-        n = shape[0] if len(shape) >= 2 else 1
+        # Per image of the trace batch: an RoI head's calls carry the RoIs
+        # in their leading dim, and each RoI costs the layer once more.
+        n = max(1, batch) if len(shape) >= 2 else 1
         total += _prod(shape) / max(1, n * shape[cdim])
     return int(round(total))
 
@@ -943,6 +956,8 @@ def _build_plan(
                 getattr(grp, into).append(Slot(name, off, s, n))
             off += n
 
+    # Images in the trace batch (the first input tensor's leading dim).
+    batch = shapes[0][0] if shapes and shapes[0] else 1
     for name, spec in ctx._layers.items():
         layers[name] = LayerSpec(
             name=name,
@@ -954,7 +969,8 @@ def _build_plan(
             groups=spec['groups'],
             depthwise=spec['depthwise'],
             bias=spec['bias'],
-            positions=_positions(name, spec, ctx._calls.get(name)),
+            positions=_positions(name, spec, ctx._calls.get(name), batch),
+            rows=_rows(spec, ctx._calls.get(name), batch),
             calls=spec['calls'],
             channel_dim=spec['channel_dim'],
         )

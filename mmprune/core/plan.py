@@ -56,6 +56,10 @@ class LayerSpec:
         calls: how many times the module ran in the trace.
         channel_dim: the channel axis of the module's output tensor (1, or -1
             for channels-last tensors of linear layers).
+        rows: leading-dim rows per image of its first call: 1 for layers on
+            image batches, the RoI count for a layer that runs on RoIs
+            (``positions`` then counts every RoI; `with_rows` rescales it
+            to an RoI budget).
     """
 
     name: str
@@ -70,6 +74,7 @@ class LayerSpec:
     positions: int = 0
     calls: int = 0
     channel_dim: int = 1
+    rows: int = 1
 
     @property
     def in_channels(self) -> int:
@@ -146,6 +151,32 @@ class PrunePlan:
         for v in out.values():
             v.sort(key=lambda gs: gs[1].module_start)
         return out
+
+    def with_rows(self, budgets: Dict[str, int]) -> List[str]:
+        """Count RoI layers at a fixed RoI budget instead of the trace's.
+
+        ``budgets`` maps module-name prefixes (longest match wins) to RoIs
+        per image. Every layer under a prefix that ran on RoIs
+        (``rows > 1``) gets ``positions / rows * budget`` and ``rows =
+        budget``, in place. Returns the names rescaled.
+        """
+        done = []
+        order = sorted(budgets, key=len, reverse=True)
+        for name, lay in self.layers.items():
+            if lay.rows <= 1:
+                continue
+            hit = next((p for p in order if name == p
+                        or name.startswith(p + '.')), None)
+            if hit is None:
+                continue
+            n = int(budgets[hit])
+            if n < 1:
+                raise ValueError(f'RoI budget for {hit!r} must be >= 1, '
+                                 f'got {n}')
+            lay.positions = int(round(lay.positions / lay.rows * n))
+            lay.rows = n
+            done.append(name)
+        return done
 
     def summary(self) -> str:
         """A readable table of groups, kept groups and unsupported items."""

@@ -90,6 +90,7 @@ def prune_hook_args(cfg: Config) -> Dict[str, Any]:
     return dict(found=h is not None, skip=list(hook.skip),
                 threshold=hook.threshold, mask_init=hook.mask_init,
                 min_channels=hook.min_channels, input_shape=hook.input_shape,
+                roi_budget=hook.roi_budget,
                 psi_target=hook.psi_target if h is not None else None)
 
 
@@ -366,7 +367,8 @@ def load_masked_detector(config: Union[str, Config], checkpoint: str, *,
         # No test data to trace on: the shape the hook traced at in training.
         shape = tuple(int(v) for v in traced)
     inputs, samples = example_batch(cfg, model, shape)
-    plan = trace_detector(model, inputs, samples, hook['skip'])
+    plan = trace_detector(model, inputs, samples, hook['skip'],
+                          hook['roi_budget'])
     ms = MaskSet(plan, hook['mask_init'], hook['threshold'],
                  hook['min_channels'])
     missing, extra, sizes = mask_mismatches(ms, masks)

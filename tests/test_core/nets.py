@@ -204,14 +204,17 @@ def slice_model(
 
 
 def count_macs(net: nn.Module, x: Tensor, forward=None) -> int:
-    """Independent MAC count per sample from forward hooks and module shapes:
+    """Independent MAC count per image from forward hooks and module shapes:
     conv ``out.numel/N * C_in/groups * k*k``; transposed conv
     ``in.numel/N * C_out/groups * k*k``; linear ``out.numel/N * in_features``;
-    mmcv deformable conv like a conv (its offset conv is counted as a conv)."""
+    mmcv deformable conv like a conv (its offset conv is counted as a conv).
+    ``N`` is the number of images in ``x``: an RoI head's calls carry the
+    RoIs in their leading dim and count once per RoI."""
     total = [0]
+    images = x.shape[0]
 
     def hook(m, args, out):
-        n = out.shape[0]
+        n = images
         if isinstance(m, nn.ConvTranspose2d):
             k = m.kernel_size[0] * m.kernel_size[1]
             total[0] += args[0].numel() // n * (m.out_channels // m.groups) * k

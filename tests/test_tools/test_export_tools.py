@@ -284,3 +284,31 @@ def test_onnx_export_of_dcnv2torch_and_refusal_of_mmcv_dcn(tmp_path):
                             .model)
     with pytest.raises(ValueError, match='no ONNX op'):
         check_exportable(mmcv_dcn)
+
+
+@pytest.mark.parametrize('name', ['faster_rcnn_r50_fpn', 'mask_rcnn_r50_fpn',
+                                  'cascade_rcnn_r50_fpn'])
+def test_roi_heads_count_once_per_roi_like_flop_analyzer(name, tmp_path):
+    """psi's dense cost equals mmengine's FlopAnalyzer (get_flops) on
+    two-stage detectors: RoI-head layers run once per proposal (40 here:
+    test_cfg.rpn.max_per_img, with no NMS suppression)."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    from mmprune.engine.hooks.in_train_pruning_hook import trace_detector
+    cfg = with_hook(tiny_config(name, str(tmp_path), str(tmp_path / 'w')),
+                    (64, 64))
+    path = str(tmp_path / 'det.py')
+    cfg.dump(path)
+    init_default_scope('mmdet')
+    model = MODELS.build(Config.fromfile(path).model).eval()
+    from mmprune.engine.export import example_batch
+    x, samples = example_batch(cfg, model, (64, 64))
+    plan = trace_detector(model, x, samples)
+    roi = [n for n, lay in plan.layers.items() if n.startswith('roi_head')]
+    assert roi and all(plan.layers[n].rows in (40, 1) for n in roi)
+    assert any(plan.layers[n].rows == 40 for n in roi)
+    flops = tool('tools/analysis_tools/get_flops.py')
+    counted = flops([path, '--shape', '64', '64'])
+    assert CostModel(plan).dense_macs == pytest.approx(counted['macs'],
+                                                       rel=0.01)

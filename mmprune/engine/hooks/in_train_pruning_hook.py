@@ -29,7 +29,6 @@ from mmprune.core import (
     TARGET_SCHEDULES,
     CostModel,
     auto_b,
-    discover_groups,
     hw_scale,
     install_masks,
     integrate_lag,
@@ -39,6 +38,7 @@ from mmprune.core import (
 )
 
 from .sync import same_on_all_ranks, sync_ema_masks
+from .trace import roi_budgets, trace_detector  # noqa: F401  (re-exported)
 
 #: Attribute under which the MaskSet is registered in the detector, so the
 #: masks are saved and loaded with the model's state dict.
@@ -47,26 +47,6 @@ MASKS_ATTR = 'prune_masks'
 
 def _unwrap(model):
     return model.module if is_model_wrapper(model) else model
-
-
-def trace_detector(model, inputs, data_samples, skip: Sequence[str] = ()):
-    """Channel groups of an mmdet detector, traced at ``inputs``' shape.
-
-    Args:
-        model: an mmdet ``BaseDetector`` (not wrapped).
-        inputs: preprocessed batch ``[1, 3, H, W]``.
-        data_samples: the matching ``DetDataSample`` list (two-stage
-            detectors need the metainfo to propose boxes).
-        skip: module-name globs never to prune.
-
-    Returns:
-        The :class:`mmprune.core.PrunePlan`. The detector's raw head outputs
-        (``model._forward``) are the trace outputs, so every prediction conv
-        keeps its width without being named.
-    """
-    return discover_groups(
-        model, (inputs, data_samples),
-        forward_fn=lambda m, x: m._forward(x[0], x[1]), skip=skip)
 
 
 @HOOKS.register_module()
@@ -135,6 +115,8 @@ class InTrainPruningHook(Hook):
             that ``min_channels``, ``channel_multiple`` and the fixed layers
             allow is refused at ``before_train``; True logs a warning and
             prunes as far as the floor allows.
+        roi_budget: RoIs per image at which RoI-head layers are counted
+            (`roi_budgets`; ``'auto'``: the test-time ``max_per_img``).
     """
 
     priority = 'ABOVE_NORMAL'
@@ -162,7 +144,8 @@ class InTrainPruningHook(Hook):
                  revive: bool = True,
                  binarize: str = 'count',
                  lag_integral: float = 0.0,
-                 allow_unreachable_target: bool = False) -> None:
+                 allow_unreachable_target: bool = False,
+                 roi_budget: Union[str, dict, None] = 'auto') -> None:
         key = 'custom_hooks.InTrainPruningHook'
         if not 0.0 < float(psi_target) <= 1.0:
             raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
@@ -229,6 +212,10 @@ class InTrainPruningHook(Hook):
         self.binarize = binarize
         self.lag_integral = float(lag_integral)
         self.allow_unreachable = bool(allow_unreachable_target)
+        if not (roi_budget in ('auto', None) or isinstance(roi_budget, dict)):
+            raise ValueError(f"{key}.roi_budget must be 'auto', None or a "
+                             f'dict of prefix -> RoIs, got {roi_budget!r}')
+        self.roi_budget = roi_budget
         # The integral action's state, in units of psi (saved in meta).
         self.integral = 0.0
         self.hw_scale = 1.0
@@ -272,7 +259,8 @@ class InTrainPruningHook(Hook):
         # Kept for tools and tests that count MACs at the traced shape.
         self.trace_inputs = (inputs, samples)
         try:
-            self.plan = trace_detector(model, inputs, samples, self.skip)
+            self.plan = trace_detector(model, inputs, samples, self.skip,
+                                       self.roi_budget)
         except ValueError as err:
             if 'skip pattern' in str(err):
                 raise ValueError(f'custom_hooks.InTrainPruningHook.skip: '
