@@ -8,15 +8,15 @@ from mmprune.engine.optimizers.prune_optim_wrapper import MAX_NONFINITE_STEPS
 from tests.test_core.nets import Chain
 
 
-def _wrapper():
+def _wrapper(cls=PruneOptimWrapper, psi=0.5, b=1.0, **kwargs):
     torch.manual_seed(0)
     net = Chain()
     x = torch.rand(2, 3, 16, 16)
     plan = discover_groups(net, x)
     masks = install_masks(net, plan, binarize='count', revive=True)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    wrapper = PruneOptimWrapper(optimizer=opt)
-    wrapper.attach_pruning(masks, CostModel(plan), 0.5, 1.0, 'band')
+    wrapper = cls(optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+                  **kwargs)
+    wrapper.attach_pruning(masks, CostModel(plan), psi, b, 'band')
     wrapper.prune_active = True
     return net, x, masks, wrapper
 
@@ -54,16 +54,9 @@ def test_nonfinite_loss_skips_the_step_and_a_streak_stops_training():
 
 def test_amp_wrapper_on_cpu_bf16_moves_masks_and_guards_nonfinite():
     from mmprune.engine.optimizers import PruneAmpOptimWrapper
-    torch.manual_seed(0)
-    net = Chain()
-    x = torch.rand(2, 3, 16, 16)
-    plan = discover_groups(net, x)
-    masks = install_masks(net, plan, binarize='count', revive=True)
-    wrapper = PruneAmpOptimWrapper(
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-        dtype='bfloat16', mask_optimizer=dict(type='SGD', lr=0.5))
-    wrapper.attach_pruning(masks, CostModel(plan), 0.3, 50.0, 'band')
-    wrapper.prune_active = True
+    net, x, masks, wrapper = _wrapper(
+        PruneAmpOptimWrapper, 0.3, 50.0, dtype='bfloat16',
+        mask_optimizer=dict(type='SGD', lr=0.5))
     before = [m.detach().clone() for m in masks.parameters()]
     with wrapper.optim_context(net):
         y = net(x)

@@ -20,25 +20,22 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 
-@MODELS.register_module('MaskedBN')
-class MaskedBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d ``[N, C, H, W] -> [N, C, H, W]`` times a channel mask.
+class ChannelMaskMixin:
+    """``set_channel_mask(fn)`` and the multiply after the layer's forward.
 
-    ``set_channel_mask(fn)`` installs ``fn() -> Tensor[C]`` (binary, with the
-    straight-through gradient), called on every forward; ``None`` removes it.
+    ``fn() -> Tensor[C]`` (binary, with the straight-through gradient) is
+    called on every forward; ``None`` removes it. Mixed in before the torch
+    layer class, so the parameters and state dict keys are the layer's.
     """
 
-    _abbr_ = 'bn'
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._mask_fn: Optional[Callable[[], Tensor]] = None
+    _mask_fn: Optional[Callable[[], Tensor]] = None
 
     def set_channel_mask(self, fn: Optional[Callable[[], Tensor]]) -> None:
         """Attach (or with ``None`` detach) the mask multiplier."""
         if fn is not None and not callable(fn):
-            raise TypeError('MaskedBN.set_channel_mask expects a callable '
-                            f'returning a [C] tensor or None, got {fn!r}')
+            raise TypeError(f'{type(self).__name__}.set_channel_mask expects '
+                            f'a callable returning a [C] tensor or None, got '
+                            f'{fn!r}')
         self._mask_fn = fn
 
     @property
@@ -52,9 +49,17 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
             return y
         m = self._mask_fn()
         if m.shape != (y.shape[1], ):
-            raise ValueError(f'MaskedBN: mask of shape {tuple(m.shape)} for '
-                             f'{y.shape[1]} channels')
+            raise ValueError(f'{type(self).__name__}: mask of shape '
+                             f'{tuple(m.shape)} for {y.shape[1]} channels')
         return y * m.to(dtype=y.dtype, device=y.device).view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f', masked={self.masked}'
+
+
+@MODELS.register_module('MaskedBN')
+class MaskedBatchNorm2d(ChannelMaskMixin, nn.BatchNorm2d):
+    """BatchNorm2d ``[N, C, H, W] -> [N, C, H, W]`` times a channel mask
+    (`ChannelMaskMixin`)."""
+
+    _abbr_ = 'bn'
