@@ -23,7 +23,8 @@ $(STAMP): setup.py requirements/*.txt
 	$(PIP) install --quiet $(PIN) torch
 	$(PIP) install --quiet $(PIN) -r requirements/build.txt
 	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation $(PIN) -r requirements/mmcv.txt
-	$(PIP) install --quiet $(PIN) -r requirements/runtime.txt -r requirements/tests.txt -r requirements/deploy.txt
+	$(PIP) install --quiet $(PIN) -r requirements/runtime.txt -r requirements/tests.txt -r requirements/deploy.txt \
+	    -r requirements/cls.txt
 	$(PIP) install --quiet --no-build-isolation --no-deps -e .
 	$(PY) -c "import mmcv.ops, mmdet, mmprune; print('mmprune env ready')"
 	@touch $(STAMP)

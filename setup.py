@@ -21,7 +21,8 @@ setup(
     _requirements('requirements/mmcv.txt') +
     _requirements('requirements/runtime.txt'),
     extras_require={'tests': _requirements('requirements/tests.txt'),
-                    'deploy': _requirements('requirements/deploy.txt')},
+                    'deploy': _requirements('requirements/deploy.txt'),
+                    'cls': _requirements('requirements/cls.txt')},
     license='Apache-2.0',
     zip_safe=False,
 )

@@ -35,7 +35,6 @@ import copy
 import json
 import os
 import os.path as osp
-import statistics
 import sys
 import time
 
@@ -47,6 +46,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from robustness_study import _ADV_LOOPS, _shorten  # noqa: E402
+from study_common import finetune_cfg, summarise  # noqa: E402
 
 import mmprune  # noqa: E402,F401
 import mmprune.engine.adversarial  # noqa: E402,F401
@@ -140,35 +140,13 @@ def run_intrain(args, seed, wd):
     return res, cfg
 
 
-def _finetune_cfg(prune_cfg, freeze):
-    """The in-train run's optimizer and lr schedule from epoch F on."""
-    cfg = copy.deepcopy(prune_cfg)
-    epochs = int(cfg.train_cfg.max_epochs)
-    cfg.train_cfg.max_epochs = epochs - freeze
-    cfg.train_cfg.val_interval = epochs - freeze + 1
-    scheds = []
-    for s in cfg.param_scheduler:
-        if s['type'] == 'MultiStepLR':
-            s = copy.deepcopy(s)
-            s.milestones = [m - freeze for m in s.milestones if m > freeze]
-            s.end = epochs - freeze
-            scheds.append(s)
-    cfg.param_scheduler = scheds
-    cfg.custom_hooks = [h for h in cfg.custom_hooks
-                        if h['type'] != 'InTrainPruningHook']
-    cfg.optim_wrapper.type = 'OptimWrapper'
-    cfg.optim_wrapper.pop('mask_optimizer', None)
-    cfg.optim_wrapper.pop('mask_weight_decay', None)
-    return cfg
-
-
 def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
              freeze):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
 
     from mmprune.engine.posttrain import prune_post_train
-    cfg = _finetune_cfg(prune_cfg, freeze)
+    cfg = finetune_cfg(prune_cfg, freeze)
     cfg.work_dir = wd
     cfg.visualizer.name = f'visualizer_{wd}'
     model = MODELS.build(cfg.model)
@@ -195,23 +173,6 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
     res = _scores(runner.test(), args)
     res.update(psi=round(float(info['psi']), 4), importance=importance)
     return res
-
-
-def summarise(runs):
-    """mean and sample std (n - 1) over seeds of every numeric field."""
-    out = {}
-    for arm in ARMS:
-        rows = [r[arm] for r in runs if arm in r]
-        if not rows:
-            continue
-        keys = [k for k, v in rows[0].items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        out[arm] = {k: dict(mean=round(statistics.fmean(r[k] for r in rows),
-                                       3),
-                            std=round(statistics.stdev(r[k] for r in rows)
-                                      if len(rows) > 1 else 0.0, 3))
-                    for k in keys}
-    return out
 
 
 def main():
@@ -266,7 +227,7 @@ def main():
                   epochs=int(probe.train_cfg.max_epochs), freeze=freeze,
                   num_images=args.num_images, pgd_steps=args.pgd_steps,
                   wall_s=round(time.perf_counter() - t0, 1), runs=runs,
-                  summary=summarise(runs))
+                  summary=summarise(runs, ARMS))
     text = json.dumps(report, indent=1)
     print(text)
     out = args.out or osp.join(args.work_dir, f'study_{tag}.json')

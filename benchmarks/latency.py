@@ -148,6 +148,7 @@ def bench_setting(cfg_path: str, neck: str, args) -> dict:
     from mmprune.core.surgery import prune_model
     from mmprune.engine.export import example_batch
     from mmprune.engine.hooks.in_train_pruning_hook import trace_detector
+    from mmprune.engine.raw import raw_forward
     from mmprune.engine.report import time_interleaved
 
     cfg = Config.fromfile(cfg_path)
@@ -160,7 +161,7 @@ def bench_setting(cfg_path: str, neck: str, args) -> dict:
     n_params = sum(p.numel() for p in dense.parameters())
 
     def run(model):
-        return lambda: model._forward(x, samples)
+        return lambda: raw_forward(model, x, samples)
 
     models, pruned = [dense], []
     for psi in args.psi:

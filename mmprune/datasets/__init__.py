@@ -1,8 +1,15 @@
 """Datasets and transforms that mmdet's registries build."""
 from . import transforms  # noqa: F401
+from .classification import (
+                             Cifar10Dataset,
+                             DigitsDataset,
+                             ImageListDataset,
+                             digits_split,
+)
 from .kitti import KittiDataset
 from .kitti_io import KittiLabelError, read_label_file, write_label_file
 from .synthetic_kitti import make_synthetic_kitti
 
-__all__ = ['KittiDataset', 'KittiLabelError', 'read_label_file',
+__all__ = ['Cifar10Dataset', 'DigitsDataset', 'ImageListDataset',
+           'digits_split', 'KittiDataset', 'KittiLabelError', 'read_label_file',
            'write_label_file', 'make_synthetic_kitti']

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from mmprune.models.layers.deform_conv import dcn_as_torch_ops
 
-from .export import flatten_outputs
+from .raw import flatten_outputs, raw_forward
 
 #: ONNX opset of the export (GridSample needs >= 16).
 OPSET = 17
@@ -41,7 +41,7 @@ class RawNetwork(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor):
-        return tuple(flatten_outputs(self.model._forward(x)))
+        return tuple(flatten_outputs(raw_forward(self.model, x)))
 
 
 def check_exportable(model: nn.Module) -> None:

@@ -33,6 +33,8 @@ from torch import Tensor, nn
 from mmprune.core import CostModel, MaskSet, PrunePlan
 from mmprune.core.surgery import ChannelSpec, prune_model
 
+from .raw import flatten_outputs, raw_forward
+
 #: Attribute of the detector that holds the masks during training (the
 #: hook's ``MASKS_ATTR``); checkpoints hold ``prune_masks.masks.<group>.*``.
 MASK_PREFIX = 'prune_masks.'
@@ -255,17 +257,6 @@ def example_batch(cfg: Config, model: nn.Module,
     return data['inputs'][:1], data['data_samples'][:1]
 
 
-def flatten_outputs(out) -> List[Tensor]:
-    """Tensors of a nested tuple / list / dict of head outputs, in order."""
-    if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for k in sorted(out) for t in flatten_outputs(out[k])]
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in flatten_outputs(o)]
-    return []
-
-
 @dataclass
 class MaskedDetector:
     """A detector with its checkpoint weights and masks (masks not attached).
@@ -315,7 +306,7 @@ class MaskedDetector:
         model = self.model if model is None else model
         inputs = self.check_inputs() if inputs is None else inputs
         with torch.no_grad():
-            return flatten_outputs(model._forward(inputs, self.samples))
+            return flatten_outputs(raw_forward(model, inputs, self.samples))
 
 
 def mask_mismatches(maskset: MaskSet, masks: Dict[str, Tensor]

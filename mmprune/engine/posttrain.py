@@ -67,15 +67,17 @@ from torch_pruning import ops
 
 from mmprune.core import is_deform_conv_pack
 
-from .export import flatten_outputs
+from .raw import flatten_outputs, raw_forward
 from .report import complexity
 
 __all__ = ['IMPORTANCES', 'DeformConvPruner', 'prediction_layers',
            'prune_post_train', 'search_ratio']
 
 #: Importance names `prune_post_train` accepts.
-IMPORTANCES = ('l1', 'bn', 'taylor')
+IMPORTANCES = ('l1', 'bn', 'taylor', 'random')
 
+#: Offset of the ``'random'`` importance's seed from torch's initial seed.
+_RANDOM_SEED_BASE = 7919
 #: Highest channel pruning ratio tried. Near 1, global ranking selects whole
 #: groups, which Torch-Pruning then refuses to empty, so MACs can rise.
 MAX_RATIO = 0.95
@@ -213,7 +215,7 @@ def prediction_layers(model: nn.Module, inputs: Tensor,
                if next(m.parameters(recurse=False), None) is not None]
     try:
         with _traceable(model):
-            outs = flatten_outputs(model._forward(inputs, data_samples))
+            outs = flatten_outputs(raw_forward(model, inputs, data_samples))
     finally:
         for h in handles:
             h.remove()
@@ -267,6 +269,9 @@ def _importance(name: str) -> tp.importance.Importance:
         # |gamma| of the group's BatchNorms (Network Slimming); groups
         # without a BatchNorm get no score and are not pruned.
         return tp.importance.BNScaleImportance()
+    if name == 'random':
+        # Uniform random scores: the control that any importance must beat.
+        return tp.importance.RandomImportance()
     # |w * dL/dw| over the group (first-order Taylor), needs gradients. In
     # torch-pruning 1.6 only conv / linear weights count: its norm branch
     # tests for the GroupNorm pruner, so BatchNorms are skipped.
@@ -289,13 +294,18 @@ def _prune(model: nn.Module, example: Tuple[Tensor, list], importance: str,
             ignored_layers=[modules[n] for n in ignored],
             round_to=round_to,
             customized_pruners={t: DeformConvPruner() for t in dcn_types},
-            forward_fn=lambda m, x: m._forward(x[0], x[1]),
+            forward_fn=lambda m, x: raw_forward(m, x[0], x[1]),
             # Fresh dicts: BasePruner's defaults are shared mutable dicts it
             # writes to, which would keep every trial copy alive.
             in_channel_groups={},
             out_channel_groups={},
             num_heads={})
-        pruner.step()
+        # Random scores are drawn in step(): the same stream for every
+        # trial copy and the final cut, so they rank channels alike.
+        with torch.random.fork_rng():
+            torch.manual_seed(_RANDOM_SEED_BASE + torch.initial_seed() %
+                              (1 << 31))
+            pruner.step()
 
 
 def _copy_with_grads(model: nn.Module) -> nn.Module:
@@ -330,7 +340,8 @@ def prune_post_train(model: nn.Module,
         psi_target: target MACs ratio pruned / dense, in (0, 1].
         importance: ``'l1'`` (``tp.importance.MagnitudeImportance(p=1)``),
             ``'bn'`` (``BNScaleImportance``) or ``'taylor'``
-            (``TaylorImportance``; needs ``loss_fn``).
+            (``TaylorImportance``; needs ``loss_fn``) or ``'random'``
+            (``RandomImportance``, a control; seed torch's global RNG).
         channel_multiple: every pruned layer keeps a multiple of this many
             channels (Torch-Pruning's ``round_to``); 1 for none.
         ignore: module-name globs never to prune (besides the prediction

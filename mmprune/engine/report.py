@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .export import flatten_outputs
+from .raw import flatten_outputs, raw_forward
 
 #: FlopAnalyzer operators that are multiply-accumulates of conv, transposed
 #: conv, deformable conv and linear layers: the cost model's scope.
@@ -76,7 +76,7 @@ class _RawForward(nn.Module):
         self.samples = samples
 
     def forward(self, x: Tensor):
-        return tuple(flatten_outputs(self.det._forward(x, self.samples)))
+        return tuple(flatten_outputs(raw_forward(self.det, x, self.samples)))
 
 
 def complexity(model: nn.Module, inputs: Tensor, samples: list
@@ -399,8 +399,8 @@ def compare_with_export(config: str, export_dir: str, runs: int = 5,
     for key, model in (('dense', dense), ('exported', small)):
         c = complexity(model, x, samples)
         out[key] = dict(params=c['params'], macs=c['macs'])
-    lat = time_interleaved([lambda: dense._forward(x, samples),
-                            lambda: small._forward(x, samples)], runs,
+    lat = time_interleaved([lambda: raw_forward(dense, x, samples),
+                            lambda: raw_forward(small, x, samples)], runs,
                            warmup)
     out['dense']['latency'] = lat[0]
     out['exported']['latency'] = lat[1]

@@ -1,2 +1,3 @@
-"""Models that mmdet's MODELS registry builds: DLA, DLA-Up, masks, PrunedModel."""
-from . import backbones, detectors, layers, necks, plugins  # noqa: F401
+"""Models that mmdet's MODELS registry builds: DLA, DLA-Up, CifarResNet, the
+image classifier, masks, PrunedModel."""
+from . import backbones, classifiers, detectors, layers, necks, plugins  # noqa: F401

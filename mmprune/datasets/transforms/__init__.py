@@ -1,4 +1,11 @@
 """mmprune.datasets.transforms."""
 from .border_pad import BorderPad
+from .cls_transforms import (
+                             PackClsInputs,
+                             RandomAreaCrop,
+                             RandomPadCrop,
+                             ResizeShortEdge,
+)
 
-__all__ = ['BorderPad']
+__all__ = ['BorderPad', 'PackClsInputs', 'RandomAreaCrop', 'RandomPadCrop',
+           'ResizeShortEdge']

@@ -17,7 +17,7 @@ Which of the two terms applies is read from the dataset's pipeline
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from mmdet.structures.bbox import BaseBoxes
 
@@ -25,8 +25,9 @@ __all__ = ['resolve_gt_frame', 'gt_to_input_frame', 'check_gt_present',
            'GT_FRAMES']
 
 #: gt_frame values: 'auto' reads the pipeline; 'input' means the boxes are
-#: already in the input frame; 'original' means scale_factor then border.
-GT_FRAMES = ('auto', 'input', 'original')
+#: already in the input frame; 'original' means scale_factor then border;
+#: 'label' is a classifier's: the ground truth is ``gt_label``, no boxes.
+GT_FRAMES = ('auto', 'input', 'original', 'label')
 
 # Transforms that change neither pixel positions nor boxes (Pad only adds
 # rows / columns at the bottom / right).
@@ -44,8 +45,11 @@ _SCALE_ONLY = {'Resize', 'FixShapeResize', 'RandomResize',
                'RandomChoiceResize', 'FixScaleResize'}
 
 
-def resolve_gt_frame(dataset, gt_frame: str, key: str) -> Tuple[bool, bool]:
+def resolve_gt_frame(dataset, gt_frame: str, key: str
+                     ) -> Optional[Tuple[bool, bool]]:
     """Decide how gt boxes reach the input frame: (apply_scale, apply_border).
+
+    ``None`` for ``gt_frame='label'`` (a classifier: nothing to move).
 
     Args:
         dataset: the built test / val dataset (its ``pipeline.transforms``
@@ -60,6 +64,8 @@ def resolve_gt_frame(dataset, gt_frame: str, key: str) -> Tuple[bool, bool]:
     if gt_frame not in GT_FRAMES:
         raise ValueError(f'gt_frame={gt_frame!r}: expected one of '
                          f'{GT_FRAMES}')
+    if gt_frame == 'label':
+        return None
     if gt_frame == 'input':
         return False, False
     if gt_frame == 'original':
@@ -111,9 +117,18 @@ def resolve_gt_frame(dataset, gt_frame: str, key: str) -> Tuple[bool, bool]:
     return apply_scale, apply_border
 
 
-def check_gt_present(data_samples: Sequence, key: str) -> None:
-    """Raise a clear error when a test batch carries no gt boxes."""
+def check_gt_present(data_samples: Sequence, key: str,
+                     label: bool = False) -> None:
+    """Raise a clear error when a test batch carries no gt boxes (or, with
+    ``label``, no ``gt_label``)."""
     for sample in data_samples:
+        if label:
+            if 'gt_label' not in sample:
+                raise ValueError(
+                    'the adversarial attack needs the ground-truth label of '
+                    'every data sample (gt_label); the pipeline of '
+                    f'{key}.dataset must pack it (PackInputs)')
+            continue
         gt = sample.get('gt_instances', None)
         if gt is None or 'bboxes' not in gt or 'labels' not in gt:
             raise ValueError(
@@ -129,8 +144,8 @@ def _map_boxes(boxes, scale, offset):
     return type(boxes)(mapped) if isinstance(boxes, BaseBoxes) else mapped
 
 
-def gt_to_input_frame(data_samples: Sequence, apply_scale: bool,
-                      apply_border: bool) -> List:
+def gt_to_input_frame(data_samples: Sequence, apply_scale: bool = False,
+                      apply_border: bool = False) -> List:
     """Copies of ``data_samples`` with gt boxes moved into the input frame.
 
     ``gt_instances`` and ``ignored_instances`` boxes [K, 4] (x1, y1, x2, y2)

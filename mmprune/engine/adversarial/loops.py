@@ -277,10 +277,11 @@ class _AdversarialEvalMixin:
         with torch.no_grad(), self._context():
             data = module.data_preprocessor(data_batch, False)
         inputs, samples = data['inputs'], data['data_samples']
-        check_gt_present(samples, f'{stage}_dataloader')
-        # Copies made before predict writes pred_instances into `samples`.
+        check_gt_present(samples, f'{stage}_dataloader',
+                         label=self.gt_flags is None)
+        # Copies made before predict writes its predictions into `samples`.
         adv_samples = [s.clone() for s in samples]
-        attack_samples = gt_to_input_frame(samples, *self.gt_flags)
+        attack_samples = gt_to_input_frame(samples, *(self.gt_flags or ()))
 
         with torch.no_grad(), self._context():
             outputs = module(inputs, samples, mode='predict')
@@ -317,7 +318,7 @@ class AdversarialTestLoop(_AdversarialEvalMixin, TestLoop):
             units). Required.
         gt_frame: how the test batch's gt boxes reach the input frame:
             'auto' (read the pipeline), 'input' or 'original' (see
-            :mod:`.gt_frame`).
+            :mod:`.gt_frame`); 'label' for a classifier.
         seed: seed of the attack's random start.
         fp16: autocast the forwards, as ``TestLoop``.
     """

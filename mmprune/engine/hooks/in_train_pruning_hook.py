@@ -289,6 +289,9 @@ class InTrainPruningHook(Hook):
     def before_run(self, runner) -> None:
         """Trace the detector, install masks, hand them to the wrapper."""
         mode = 'train' if self._is_training(runner) else 'test'
+        if self.maskset is not None and getattr(
+                _unwrap(runner.model), MASKS_ATTR, None) is self.maskset:
+            return  # runner.test() after runner.train(): already set up
         self._setup(runner, mode)
         if mode == 'train':
             wrapper = runner.optim_wrapper

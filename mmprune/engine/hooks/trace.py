@@ -1,12 +1,15 @@
 """Tracing an mmdet detector for the pruning hook and the export.
 
 Both trace the same way, so the hook's psi and the export's agree: the raw
-head outputs (``model._forward``) are the trace outputs, and RoI-head layers
-count once per RoI of a fixed budget (`roi_budgets`).
+head outputs (`raw_forward`, ``model._forward`` for mmdet) are the trace
+outputs, and RoI-head layers count once per RoI of a fixed budget
+(`roi_budgets`).
 """
 from typing import Sequence
 
 from mmprune.core import discover_groups
+
+from ..raw import raw_forward
 
 
 def roi_budgets(model, roi_budget='auto') -> dict:
@@ -61,7 +64,7 @@ def trace_detector(model, inputs, data_samples, skip: Sequence[str] = (),
     """
     plan = discover_groups(
         model, (inputs, data_samples),
-        forward_fn=lambda m, x: m._forward(x[0], x[1]), skip=skip)
+        forward_fn=lambda m, x: raw_forward(m, x[0], x[1]), skip=skip)
     plan.with_rows(roi_budgets(model, roi_budget))
     return plan
 

@@ -1,0 +1,4 @@
+"""Classifiers in mmdet's MODELS registry (the classification experiments)."""
+from .image_classifier import ImageClassifier
+
+__all__ = ['ImageClassifier']
