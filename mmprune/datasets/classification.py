@@ -35,6 +35,8 @@ import numpy as np
 from mmdet.registry import DATASETS
 from mmengine.dataset import BaseDataset
 
+from .faults import BadSampleMixin
+
 __all__ = ['DIGIT_SOURCES', 'DigitsDataset', 'Cifar10Dataset',
            'ImageListDataset', 'digits_split', 'load_digit_source']
 
@@ -180,15 +182,20 @@ class Cifar10Dataset(BaseDataset):
 
 
 @DATASETS.register_module()
-class ImageListDataset(BaseDataset):
+class ImageListDataset(BadSampleMixin, BaseDataset):
     """Images listed in ``ann_file`` as ``<path> <label>`` (ImageNet layout).
 
     Paths are relative to ``data_root/data_prefix['img_path']`` (a plain
     ``data_prefix='train'`` string is accepted). Items hold ``img_path`` and
     ``gt_label``; the pipeline loads the image (``LoadImageFromFile``).
+    ``skip_bad_samples`` as in :class:`~mmprune.datasets.KittiDataset`: a
+    bad list line or an undecodable image raises naming it, or (training
+    only) is skipped with a counted warning.
     """
 
-    def __init__(self, ann_file: str, data_prefix='', **kwargs):
+    def __init__(self, ann_file: str, data_prefix='',
+                 skip_bad_samples: bool = False, **kwargs):
+        self.skip_bad_samples = bool(skip_bad_samples)
         if isinstance(data_prefix, str):
             data_prefix = dict(img_path=data_prefix)
         super().__init__(ann_file=ann_file, data_prefix=data_prefix,
@@ -202,9 +209,10 @@ class ImageListDataset(BaseDataset):
                     continue
                 parts = line.rsplit(maxsplit=1)
                 if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
-                    raise ValueError(
-                        f'{self.ann_file}:{lineno}: expected "<relative '
+                    self._bad_sample(
+                        f'{self.ann_file}:{lineno}:', 'expected "<relative '
                         f'image path> <class index>", got {line.strip()!r}')
+                    continue
                 out.append(dict(
                     img_path=osp.join(self.data_prefix['img_path'],
                                       parts[0]),

@@ -10,11 +10,16 @@ from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 from PIL import Image
 
-from .kitti_io import objects_to_annos, read_label_file
+from .faults import BadSampleError, BadSampleMixin
+from .kitti_io import KittiLabelError, objects_to_annos, read_label_file
+
+
+class BadLabelFileError(BadSampleError, KittiLabelError):
+    """A label file with a bad line, met while listing a dataset."""
 
 
 @DATASETS.register_module()
-class KittiDataset(BaseDetDataset):
+class KittiDataset(BadSampleMixin, BaseDetDataset):
     """KITTI object detection (2D boxes) from ``training/image_2`` + ``label_2``.
 
     Which frames belong to the split:
@@ -44,6 +49,11 @@ class KittiDataset(BaseDetDataset):
             as ignored. ``None`` means ``{'Van': 'Car',
             'Person_sitting': 'Pedestrian'}``.
         data_prefix: ``img`` and ``label`` folders relative to ``data_root``.
+        skip_bad_samples: training only. ``False`` (default): an image that
+            cannot be decoded or a label file with a bad line raises
+            :class:`~mmprune.datasets.faults.BadSampleError` naming the
+            file (and the line). ``True``: the frame is skipped with a
+            warning naming it, and the skips are counted in the log.
     """
 
     METAINFO = dict(
@@ -59,6 +69,7 @@ class KittiDataset(BaseDetDataset):
                  ignore_map: Optional[Dict[str, str]] = None,
                  data_prefix: dict = dict(img='training/image_2',
                                           label='training/label_2'),
+                 skip_bad_samples: bool = False,
                  **kwargs) -> None:
         if split not in self.SPLITS:
             raise ValueError(f'KittiDataset: split={split!r}; expected one of '
@@ -70,6 +81,7 @@ class KittiDataset(BaseDetDataset):
             if key not in data_prefix:
                 raise KeyError(f'KittiDataset: data_prefix needs the key '
                                f'{key!r}, got {sorted(data_prefix)}')
+        self.skip_bad_samples = bool(skip_bad_samples)
         self.split = split
         self.split_ratio = split_ratio
         self.split_seed = split_seed
@@ -138,9 +150,19 @@ class KittiDataset(BaseDetDataset):
                 raise FileNotFoundError(
                     f'KittiDataset: label file {lbl_path} for frame {frame} '
                     'does not exist')
-            with Image.open(img_path) as im:
-                width, height = im.size
-            objects = read_label_file(lbl_path)
+            try:
+                with Image.open(img_path) as im:
+                    width, height = im.size
+            except (OSError, SyntaxError) as e:
+                self._bad_sample(img_path, 'is not a readable PNG '
+                                 f'({type(e).__name__}: {e})')
+                continue
+            try:
+                objects = read_label_file(lbl_path)
+            except (KittiLabelError, UnicodeDecodeError) as e:
+                self._bad_sample(lbl_path, f'has a bad line: {e}',
+                                 BadLabelFileError)
+                continue
             data_list.append(dict(
                 img_path=img_path, img_id=frame, height=height, width=width,
                 instances=self._instances(objects, classes),
