@@ -1,4 +1,5 @@
-"""Two CPU processes (torchrun, gloo): every rank has the same masks."""
+"""Two CPU processes (torchrun, gloo) on a SyncBN config: every rank has
+the same masks, and rank 0's checkpoint resumes in one process."""
 import os
 import os.path as osp
 import subprocess
@@ -25,6 +26,9 @@ def test_two_cpu_ranks_train_identical_masks(tmp_path):
                               allow_failed_imports=False)
     cfg.custom_hooks.append(dict(type='MaskProbeHook'))
     cfg.train_dataloader.batch_size = 1  # each rank: its own images
+    # A SyncBN config: on CPU its layers run as per-rank BN (cpu_ddp.py).
+    cfg.model.backbone.norm_cfg = dict(type='SyncBN', requires_grad=True)
+    cfg.default_hooks.checkpoint.update(interval=4, max_keep_ckpts=-1)
     path = str(tmp_path / 'cfg.py')
     cfg.dump(path)
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517',
@@ -33,6 +37,7 @@ def test_two_cpu_ranks_train_identical_masks(tmp_path):
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), path, '2'],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert 'SyncBN layer(s) (first: ' in proc.stdout + proc.stderr
     r0, r1 = (torch.load(osp.join(work, f'probe_rank{r}.pt'),
                          weights_only=False) for r in (0, 1))
     # One plan and one cost model: rank 0's trace input on both ranks.
@@ -46,3 +51,26 @@ def test_two_cpu_ranks_train_identical_masks(tmp_path):
     # The masks trained (psi fell) and froze on both ranks.
     assert r0['rows'][-1]['psi'] < 0.9
     assert r0['frozen'] and r1['frozen']
+
+    # Rank 0's checkpoint from inside the window resumes in one process:
+    # it starts from exactly the masks both ranks had after iteration 4,
+    # then trains on through the freeze.
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    single = Config.fromfile(path)
+    single.launcher = 'none'
+    single.work_dir = str(tmp_path / 'single')
+    single.resume, single.load_from = True, osp.join(work, 'iter_4.pth')
+    runner = Runner.from_cfg(single)
+    runner.train()
+    s0 = torch.load(osp.join(single.work_dir, 'probe_rank0.pt'),
+                    weights_only=False)
+    at4 = r0['rows'][3]
+    assert s0['start']['iter'] == 4 and at4['iter'] == 3  # 0-based rows
+    assert s0['start']['psi'] == at4['psi']
+    for k in at4['masks']:
+        assert torch.equal(s0['start']['masks'][k], at4['masks'][k]), k
+        assert torch.equal(s0['start']['binaries'][k], at4['binaries'][k])
+    assert s0['shape'] == r0['shape'] and s0['dense'] == r0['dense']
+    assert [r['iter'] for r in s0['rows']] == [4, 5, 6, 7]
+    assert s0['frozen'] and s0['rows'][-1]['psi'] < 0.9

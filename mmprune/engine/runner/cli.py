@@ -71,9 +71,13 @@ def _cpu_process_group(cfg: Config) -> None:
     dist.init_process_group('gloo')
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = \
         'gloo'
-    # mmengine gives DDP device_ids=[LOCAL_RANK], which only GPUs accept.
+    # mmengine gives DDP device_ids=[LOCAL_RANK], which only GPUs accept;
+    # the CPU wrapper also runs SyncBN layers as per-rank BN (cpu_ddp.py).
+    from .cpu_ddp import CPUDistributedDataParallel  # noqa: F401 (registers)
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel')
+    if wrapper.get('type') == 'MMDistributedDataParallel':
+        wrapper['type'] = 'CPUDistributedDataParallel'
     wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
 
