@@ -55,6 +55,9 @@ train_dataloader = dict(
         split='train',
         metainfo=dict(classes=classes),
         filter_cfg=dict(filter_empty_gt=True),
+        # A bad image or label file stops the run naming it; True skips
+        # such files with a counted warning instead (training only).
+        skip_bad_samples=False,
         pipeline=train_pipeline,
         backend_args=backend_args))
 val_dataloader = dict(
