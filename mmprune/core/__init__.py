@@ -29,6 +29,8 @@ from .groups import (
                        register_layer_handler,
 )
 from .handlers import is_deform_conv_pack
+from .latency import LatencyTable, device_description
+from .latency_probe import channel_grid, measure_latency_table
 from .losses import HW_LOSS_FORMS, hw_loss
 from .mask import (
                        BINARIZE_MODES,
@@ -58,12 +60,15 @@ from .surgery import (
                        module_widths,
                        prune_model,
                        register_channel_slicer,
+                       slice_module,
 )
 
 __all__ = [
     'ChannelSpec', 'ModuleChannels', 'apply_channel_spec', 'channel_spec',
     'kept_channels', 'kept_positions', 'module_widths', 'prune_model',
-    'register_channel_slicer',
+    'register_channel_slicer', 'slice_module',
+    'LatencyTable', 'device_description', 'channel_grid',
+    'measure_latency_table',
     'fgsm_random_init', 'pgd', 'preserve_buffers',
     'modulated_deform_conv2d',
     'binarize',

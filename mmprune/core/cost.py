@@ -13,6 +13,10 @@ all calls; input positions for a transposed conv). A depthwise layer costs
 bilinear in the masks, so it is differentiable through the STE.
 
 The ``'params'`` cost counts conv / linear weights and biases the same way.
+The ``'latency'`` cost is the predicted latency (ms) of a measured
+`LatencyTable` (latency.py): every timed layer, norms included, is a row
+``t_full * r_in(c_in) * r_out(c_out)`` of the same active channel counts,
+plus the table's constant ``other_ms``.
 """
 
 from dataclasses import dataclass
@@ -21,9 +25,10 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
+from .latency import LatencyTable, interp_rows, latency_rows
 from .plan import PrunePlan
 
-COSTS = ('macs', 'params')
+COSTS = ('macs', 'params', 'latency')
 
 
 @dataclass
@@ -48,16 +53,25 @@ class CostModel:
 
     Args:
         plan: the `PrunePlan` (its layer positions fix the input shape).
-        cost: ``'macs'`` (default) or ``'params'``: which total ``psi`` uses.
+        cost: ``'macs'`` (default), ``'params'`` or ``'latency'``: which
+            total ``psi`` uses.
+        latency_table: the `LatencyTable` the ``'latency'`` cost predicts
+            from (required for it, ignored otherwise).
 
     ``binaries`` arguments are ``{group: [C] tensor}`` for every group of the
     plan (e.g. ``MaskSet.binaries()``). Totals are float64 tensors.
     """
 
-    def __init__(self, plan: PrunePlan, cost: str = 'macs'):
+    def __init__(self, plan: PrunePlan, cost: str = 'macs',
+                 latency_table: Optional[LatencyTable] = None):
         if cost not in COSTS:
             raise ValueError(
                 f'CostModel: cost must be one of {COSTS}, got {cost!r}'
+            )
+        if cost == 'latency' and latency_table is None:
+            raise ValueError(
+                "CostModel: cost='latency' needs a latency_table (build one "
+                'with tools/analysis_tools/build_latency_table.py)'
             )
         self.plan = plan
         self.cost = cost
@@ -69,9 +83,7 @@ class CostModel:
         self.num_channels = off
         self.layers = [x for x in plan.layers.values() if x.kind != 'norm']
         coef_m, coef_p, bias, div, dw = [], [], [], [], []
-        const_in, const_out = [], []
-        in_layer, in_ch, out_layer, out_ch = [], [], [], []
-        for i, lay in enumerate(self.layers):
+        for lay in self.layers:
             k = 1
             for s in lay.kernel:
                 k *= int(s)
@@ -80,36 +92,33 @@ class CostModel:
             bias.append(1.0 if lay.bias else 0.0)
             div.append(1.0 if lay.depthwise else float(lay.groups))
             dw.append(lay.depthwise)
-            for cmap, consts, lay, chs in (
-                (lay.in_map, const_in, in_layer, in_ch),
-                (lay.out_map, const_out, out_layer, out_ch),
-            ):
-                c = 0
-                for s in cmap:
-                    if s.group is None:
-                        c += s.length
-                    else:
-                        base = offsets[s.group] + s.start
-                        lay.extend([i] * s.length)
-                        chs.extend(range(base, base + s.length))
-                consts.append(float(c))
         self._host = dict(
             coef_m=torch.tensor(coef_m, dtype=torch.float64),
             coef_p=torch.tensor(coef_p, dtype=torch.float64),
             bias=torch.tensor(bias, dtype=torch.float64),
             div=torch.tensor(div, dtype=torch.float64),
             dw=torch.tensor(dw, dtype=torch.bool),
-            const_in=torch.tensor(const_in, dtype=torch.float64),
-            const_out=torch.tensor(const_out, dtype=torch.float64),
-            in_layer=torch.tensor(in_layer, dtype=torch.long),
-            in_ch=torch.tensor(in_ch, dtype=torch.long),
-            out_layer=torch.tensor(out_layer, dtype=torch.long),
-            out_ch=torch.tensor(out_ch, dtype=torch.long),
+            **_axis_index(self.layers, offsets),
         )
+        self.latency_table = latency_table
+        self.other_ms = 0.0
+        if cost == 'latency':
+            # Norms are timed too: they scale with the kept channels.
+            self.timed = list(plan.layers.values())
+            rows = latency_rows(latency_table, self.timed)
+            self._host.update({f'lat_{k}': v for k, v in rows.items()})
+            self._host.update({f'lat_{k}': v for k, v in _axis_index(
+                self.timed, offsets).items()})
+            self.other_ms = max(
+                float(latency_table.meta.get('other_ms', 0.0)), 0.0)
         self._dev: Dict[torch.device, Dict[str, Tensor]] = {}
         # Dense totals in exact integer arithmetic.
         self.dense_macs = sum(self._layer_int(lay)[0] for lay in self.layers)
         self.dense_params = sum(self._layer_int(lay)[1] for lay in self.layers)
+        self.dense_latency = (
+            float(self._host['lat_full_ms'].sum()) + self.other_ms
+            if cost == 'latency' else None
+        )
         if self.dense_macs <= 0:
             raise ValueError(
                 'CostModel: the plan has no layer with MACs; was '
@@ -132,8 +141,11 @@ class CostModel:
         return macs, params
 
     @property
-    def dense(self) -> int:
-        """Unpruned total in the chosen cost (MACs or params per sample)."""
+    def dense(self):
+        """Unpruned total in the chosen cost (MACs or params per sample, or
+        predicted ms per batch of the table's input)."""
+        if self.cost == 'latency':
+            return self.dense_latency
         return self.dense_macs if self.cost == 'macs' else self.dense_params
 
     def ones(self, device=None) -> Dict[str, Tensor]:
@@ -172,16 +184,31 @@ class CostModel:
             self._dev[device] = t
         return t
 
-    def _active(self, flat: Tensor):
+    def _active(self, flat: Tensor, prefix: str = ''):
         t = self._tensors(flat.device)
-        n = len(self.layers)
-        cin = t['const_in'] + torch.zeros(
+        n = t[prefix + 'const_in'].shape[0]
+        cin = t[prefix + 'const_in'] + torch.zeros(
             n, dtype=torch.float64, device=flat.device
-        ).index_add(0, t['in_layer'], flat[t['in_ch']])
-        cout = t['const_out'] + torch.zeros(
+        ).index_add(0, t[prefix + 'in_layer'], flat[t[prefix + 'in_ch']])
+        cout = t[prefix + 'const_out'] + torch.zeros(
             n, dtype=torch.float64, device=flat.device
-        ).index_add(0, t['out_layer'], flat[t['out_ch']])
+        ).index_add(0, t[prefix + 'out_layer'], flat[t[prefix + 'out_ch']])
         return t, cin, cout
+
+    def latency_flat(self, flat: Tensor) -> Tensor:
+        """Predicted latency (ms, float64 scalar) of the masks ``flat``."""
+        t, cin, cout = self._active(flat.to(torch.float64), 'lat_')
+        lay = t['lat_layer']
+        r_in = interp_rows(cin[lay], t['lat_xin'], t['lat_yin'])
+        r_in = torch.where(t['lat_one_axis'], torch.ones_like(r_in), r_in)
+        r_out = interp_rows(cout[lay], t['lat_xout'], t['lat_yout'])
+        return (t['lat_full_ms'] * r_in * r_out).sum() + self.other_ms
+
+    def latency(self, binaries: Mapping[str, Tensor]) -> Tensor:
+        """Predicted latency (ms) under ``binaries`` (``cost='latency'``)."""
+        if self.cost != 'latency':
+            raise ValueError("CostModel.latency needs cost='latency'")
+        return self.latency_flat(self._flat(binaries))
 
     def _per_layer(self, flat: Tensor):
         t, cin, cout = self._active(flat)
@@ -200,11 +227,7 @@ class CostModel:
 
     def total(self, binaries: Mapping[str, Tensor]) -> Tensor:
         """Total in the chosen cost."""
-        return (
-            self.macs(binaries)
-            if self.cost == 'macs'
-            else self.params(binaries)
-        )
+        return self.total_flat(self._flat(binaries))
 
     def psi(self, binaries: Mapping[str, Tensor]) -> Tensor:
         """``total(binaries) / total(all ones)``, float64 scalar in [0, 1]."""
@@ -212,6 +235,8 @@ class CostModel:
 
     def total_flat(self, flat: Tensor) -> Tensor:
         """`total` on the masks concatenated in ``group_names`` order."""
+        if self.cost == 'latency':
+            return self.latency_flat(flat)
         per = self._per_layer(flat.to(torch.float64))
         return (per[2] if self.cost == 'macs' else per[3]).sum()
 
@@ -265,3 +290,32 @@ class CostModel:
                 )
             )
         return out
+
+
+def _axis_index(layers, offsets) -> Dict[str, Tensor]:
+    """Index tensors that sum a flat mask vector into each layer's active
+    input / output channel counts (fixed channels are constants)."""
+    const_in, const_out = [], []
+    in_layer, in_ch, out_layer, out_ch = [], [], [], []
+    for i, lay in enumerate(layers):
+        for cmap, consts, rows, chs in (
+            (lay.in_map, const_in, in_layer, in_ch),
+            (lay.out_map, const_out, out_layer, out_ch),
+        ):
+            c = 0
+            for s in cmap:
+                if s.group is None:
+                    c += s.length
+                else:
+                    base = offsets[s.group] + s.start
+                    rows.extend([i] * s.length)
+                    chs.extend(range(base, base + s.length))
+            consts.append(float(c))
+    return dict(
+        const_in=torch.tensor(const_in, dtype=torch.float64),
+        const_out=torch.tensor(const_out, dtype=torch.float64),
+        in_layer=torch.tensor(in_layer, dtype=torch.long),
+        in_ch=torch.tensor(in_ch, dtype=torch.long),
+        out_layer=torch.tensor(out_layer, dtype=torch.long),
+        out_ch=torch.tensor(out_ch, dtype=torch.long),
+    )

@@ -75,6 +75,7 @@ __all__ = [
     'prune_model',
     'register_channel_slicer',
     'module_widths',
+    'slice_module',
 ]
 
 SPEC_FORMAT = 'mmprune.channels/1'
@@ -498,6 +499,17 @@ def _slicer_for(m: nn.Module) -> Optional[Slicer]:
         if hit:
             return fn
     return None
+
+
+def slice_module(m: nn.Module, in_keep: Keep, out_keep: Keep) -> None:
+    """Slice one module in place to the kept input / output positions
+    (ascending lists, or None for an untouched axis) with its registered
+    slicer; TypeError for a type no slicer knows."""
+    fn = _slicer_for(m)
+    if fn is None:
+        raise TypeError(f'no channel slicer for {type(m).__name__}; see '
+                        'register_channel_slicer')
+    fn(m, in_keep, out_keep)
 
 
 def module_widths(m: nn.Module) -> Tuple[int, int]:

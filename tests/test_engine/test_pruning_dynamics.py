@@ -132,15 +132,25 @@ def test_auto_b_chosen_logged_saved_and_restored(coco, tmp_path):
 
 
 @pytest.mark.slow
-def test_channel_multiple_through_the_hook(coco, tmp_path):
+def test_channel_multiple_and_latency_cost_through_the_hook(coco, tmp_path):
+    # One run checks two things: channel_multiple=16 keeps multiples of 16,
+    # and cost='latency' prunes to a latency target from a table the tool
+    # built for this config.
+    from mmprune.core import LatencyTable
+    from mmprune.engine.latency import build_latency_table
     cfg = _cfg(coco, str(tmp_path / 'w'), 12, prune_start=1, prune_end=10,
-               b='auto', channel_multiple=16)
+               b='auto', channel_multiple=16, cost='latency',
+               input_shape=(64, 64),
+               latency_table=str(tmp_path / 'lut.json'))
+    build_latency_table(copy.deepcopy(cfg), shape=(64, 64), max_points=4,
+                        warmup=0, runs=1).save(str(tmp_path / 'lut.json'))
     runner = Runner.from_cfg(cfg)
     runner.train()
     hook = _hook(runner)
     masks = getattr(runner.model, MASKS_ATTR)
     counted = 0
-    for name, b in masks.binaries().items():
+    binaries = {k: v.detach() for k, v in masks.binaries().items()}
+    for name, b in binaries.items():
         size = hook.plan.groups[name].size
         kept = int(b.sum())
         if size >= 16 and kept < size:
@@ -148,6 +158,16 @@ def test_channel_multiple_through_the_hook(coco, tmp_path):
             counted += 1
     assert counted > 0
     assert 0.5 - 0.02 - 1e-9 <= hook.current_psi() <= 0.5 + 1e-9
+    # psi is the table's predicted latency ratio, recomputed afresh ...
+    table = LatencyTable.load(str(tmp_path / 'lut.json'))
+    lat = CostModel(hook.plan, 'latency', latency_table=table)
+    assert float(lat.psi(binaries)) == pytest.approx(hook.current_psi())
+    # ... and not the MACs ratio.
+    macs = float(CostModel(hook.plan).psi(binaries))
+    assert abs(macs - hook.current_psi()) > 1e-3
+    with open(osp.join(runner.log_dir, osp.basename(runner.log_dir) +
+                       '.log')) as f:
+        assert 'ms predicted' in f.read()
 
 
 @pytest.mark.slow

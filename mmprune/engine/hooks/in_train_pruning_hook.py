@@ -21,14 +21,14 @@ import torch
 from mmdet.registry import HOOKS
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 
 from mmprune.core import (
-    BINARIZE_MODES,
-    HW_LOSS_FORMS,
-    TARGET_SCHEDULES,
     CostModel,
+    LatencyTable,
     auto_b,
+    device_description,
     hw_scale,
     install_masks,
     integrate_lag,
@@ -37,6 +37,7 @@ from mmprune.core import (
     scheduled_target,
 )
 
+from .hook_args import check_hook_args
 from .sync import same_on_all_ranks, sync_ema_masks
 from .trace import roi_budgets, trace_detector  # noqa: F401  (re-exported)
 
@@ -82,7 +83,13 @@ class InTrainPruningHook(Hook):
         enforce_target_at_freeze: project the binary masks onto
             ``[psi_target - tolerance, psi_target]`` when they freeze.
         tolerance: the accepted shortfall below the target.
-        cost: ``'macs'`` (default) or ``'params'``.
+        cost: ``'macs'`` (default), ``'params'`` or ``'latency'``: psi is
+            the predicted latency of ``latency_table`` at the current masks
+            over the dense model's (`mmprune.core.LatencyTable`).
+        latency_table: path of a table from
+            ``tools/analysis_tools/build_latency_table.py`` (for
+            ``cost='latency'``); one measured on another device or input
+            shape is used with a warning naming both.
         input_shape: ``(H, W)`` at which MACs are counted; ``None``: the
             padded shape of the first training batch.
         channel_multiple: round every group's kept channels to a multiple
@@ -145,47 +152,9 @@ class InTrainPruningHook(Hook):
                  binarize: str = 'count',
                  lag_integral: float = 0.0,
                  allow_unreachable_target: bool = False,
-                 roi_budget: Union[str, dict, None] = 'auto') -> None:
-        key = 'custom_hooks.InTrainPruningHook'
-        if not 0.0 < float(psi_target) <= 1.0:
-            raise ValueError(f'{key}.psi_target must lie in (0, 1], got '
-                             f'{psi_target!r}')
-        if b != 'auto' and (isinstance(b, str) or float(b) < 0):
-            raise ValueError(f"{key}.b must be a number >= 0 or 'auto', got "
-                             f'{b!r}')
-        if prune_start < 0 or (prune_end is not None
-                               and prune_end <= prune_start):
-            raise ValueError(f'{key}: need 0 <= prune_start < prune_end, got '
-                             f'prune_start={prune_start}, '
-                             f'prune_end={prune_end}')
-        if loss_form not in HW_LOSS_FORMS:
-            raise ValueError(f'{key}.loss_form must be one of {HW_LOSS_FORMS}'
-                             f', got {loss_form!r}')
-        if target_schedule not in TARGET_SCHEDULES:
-            raise ValueError(f'{key}.target_schedule must be one of '
-                             f'{TARGET_SCHEDULES}, got {target_schedule!r}')
-        if not 0.0 < float(target_ramp) <= 1.0:
-            raise ValueError(f'{key}.target_ramp must lie in (0, 1], got '
-                             f'{target_ramp!r}')
-        if binarize not in BINARIZE_MODES:
-            raise ValueError(f'{key}.binarize must be one of '
-                             f'{BINARIZE_MODES}, got {binarize!r}')
-        if not 0.0 <= float(lag_integral) < 1.0:
-            raise ValueError(f'{key}.lag_integral must lie in [0, 1), got '
-                             f'{lag_integral!r}')
-        if input_shape is not None and (
-                len(input_shape) != 2 or any(
-                    isinstance(v, bool) or not isinstance(v, int) or v < 1
-                    for v in input_shape)):
-            raise ValueError(f'{key}.input_shape must be (H, W), two ints '
-                             f'>= 1, got {input_shape!r}')
-        for name, v in (('threshold', threshold), ('mask_init', mask_init)):
-            if isinstance(v, bool) or not 0.0 < float(v) <= 1.0:
-                raise ValueError(f'{key}.{name} must lie in (0, 1], got '
-                                 f'{v!r}')
-        if float(tolerance) < 0:
-            raise ValueError(f'{key}.tolerance must be >= 0, got '
-                             f'{tolerance!r}')
+                 roi_budget: Union[str, dict, None] = 'auto',
+                 latency_table: Optional[str] = None) -> None:
+        check_hook_args(locals())
         self.psi_target = float(psi_target)
         self.b = b
         self.prune_start = int(prune_start)
@@ -200,9 +169,6 @@ class InTrainPruningHook(Hook):
         self.tolerance = tolerance
         self.cost = cost
         self.input_shape = input_shape
-        if int(channel_multiple) < 1:
-            raise ValueError(f'{key}.channel_multiple must be an int >= 1, '
-                             f'got {channel_multiple!r}')
         self.channel_multiple = int(channel_multiple)
         self.multiple_in_train = bool(channel_multiple_in_train)
         self.target_schedule = target_schedule
@@ -212,10 +178,8 @@ class InTrainPruningHook(Hook):
         self.binarize = binarize
         self.lag_integral = float(lag_integral)
         self.allow_unreachable = bool(allow_unreachable_target)
-        if not (roi_budget in ('auto', None) or isinstance(roi_budget, dict)):
-            raise ValueError(f"{key}.roi_budget must be 'auto', None or a "
-                             f'dict of prefix -> RoIs, got {roi_budget!r}')
         self.roi_budget = roi_budget
+        self.latency_table = latency_table
         # The integral action's state, in units of psi (saved in meta).
         self.integral = 0.0
         self.hw_scale = 1.0
@@ -272,7 +236,8 @@ class InTrainPruningHook(Hook):
                 'has no prunable channel group (skip='
                 f'{self.skip}); every layer is fixed:\n' + '\n'.join(
                     f'  kept {n}: {why}' for n, why in self.plan.kept[:20]))
-        self.cost_model = CostModel(self.plan, cost=self.cost)
+        self.cost_model = CostModel(self.plan, cost=self.cost,
+                                    latency_table=self._table(inputs))
         self.maskset = install_masks(
             model, self.plan, self.mask_init, self.threshold,
             self.min_channels,
@@ -285,6 +250,16 @@ class InTrainPruningHook(Hook):
         self.maskset.remove()
         self.maskset.to(inputs.device)
         model.add_module(MASKS_ATTR, self.maskset)
+
+    def _table(self, inputs) -> Optional[LatencyTable]:
+        if self.cost != 'latency':
+            return None
+        table = LatencyTable.load(self.latency_table)
+        foreign = table.foreign(device_description(str(inputs.device)),
+                                tuple(inputs.shape))
+        if foreign:
+            MMLogger.get_current_instance().warning(foreign)
+        return table
 
     def before_run(self, runner) -> None:
         """Trace the detector, install masks, hand them to the wrapper."""
@@ -376,7 +351,10 @@ class InTrainPruningHook(Hook):
             'InTrainPruningHook: ' + f'{len(plan.groups)} prunable channel '
             f'groups, {chans} channels; {len(plan.layers)} layers traced at '
             f'input {plan.input_shapes[0] if plan.input_shapes else "?"}',
-            f'  dense cost: {dense / 1e9:.3f} G{self.cost.upper()}; '
+            '  dense cost: '
+            + (f'{dense:.2f} ms predicted ({self.latency_table})'
+               if self.cost == 'latency' else
+               f'{dense / 1e9:.3f} G{self.cost.upper()}') + '; '
             f'prunable share: {100 * (1 - fixed / dense):.1f} %; '
             f'target psi={self.psi_target}, b={self.b}, '
             f'window=[{self.prune_start}, {self.prune_end}) '
