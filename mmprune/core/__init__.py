@@ -30,7 +30,7 @@ from .groups import (
 )
 from .handlers import is_deform_conv_pack
 from .latency import LatencyTable, device_description
-from .latency_probe import channel_grid, measure_latency_table
+from .latency_probe import channel_grid, measure_latency_table, time_rounds
 from .losses import HW_LOSS_FORMS, hw_loss
 from .mask import (
                        BINARIZE_MODES,
@@ -68,7 +68,7 @@ __all__ = [
     'kept_channels', 'kept_positions', 'module_widths', 'prune_model',
     'register_channel_slicer', 'slice_module',
     'LatencyTable', 'device_description', 'channel_grid',
-    'measure_latency_table',
+    'measure_latency_table', 'time_rounds',
     'fgsm_random_init', 'pgd', 'preserve_buffers',
     'modulated_deform_conv2d',
     'binarize',

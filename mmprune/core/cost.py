@@ -16,7 +16,8 @@ The ``'params'`` cost counts conv / linear weights and biases the same way.
 The ``'latency'`` cost is the predicted latency (ms) of a measured
 `LatencyTable` (latency.py): every timed layer, norms included, is a row
 ``t_full * r_in(c_in) * r_out(c_out)`` of the same active channel counts,
-plus the table's constant ``other_ms``.
+plus the table's ``other_ms`` (the untimed ops between layers) scaled by
+the norms' predicted time over their dense time.
 """
 
 from dataclasses import dataclass
@@ -202,7 +203,15 @@ class CostModel:
         r_in = interp_rows(cin[lay], t['lat_xin'], t['lat_yin'])
         r_in = torch.where(t['lat_one_axis'], torch.ones_like(r_in), r_in)
         r_out = interp_rows(cout[lay], t['lat_xout'], t['lat_yout'])
-        return (t['lat_full_ms'] * r_in * r_out).sum() + self.other_ms
+        rows = t['lat_full_ms'] * r_in * r_out
+        if not self.other_ms:
+            return rows.sum()
+        # Ops between the layers (activations, adds, upsampling) run over
+        # the same tensors as the norms: their time follows the norms'.
+        norm = t['lat_is_norm']
+        dense_norm = float(t['lat_full_ms'][norm].sum())
+        scale = rows[norm].sum() / dense_norm if dense_norm > 0 else 1.0
+        return rows.sum() + self.other_ms * scale
 
     def latency(self, binaries: Mapping[str, Tensor]) -> Tensor:
         """Predicted latency (ms) under ``binaries`` (``cost='latency'``)."""

@@ -5,11 +5,16 @@ reads, which output channels it makes, and the layer record the cost model and
 export use. Registered on import; `register_layer_handler` adds more.
 """
 
-from typing import Optional, Tuple
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from torch import Tensor, nn
 
-from .groups import Channels, TraceContext, register_layer_handler
+from .layer_registry import register_layer_handler
+
+if TYPE_CHECKING:
+    from .tracer import Channels, TraceContext
 
 
 def _input(by: str, args, kwargs) -> Tensor:

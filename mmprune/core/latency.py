@@ -75,8 +75,10 @@ class LatencyTable:
             layer rows, a constant of the prediction).
         entries: ``{key: {'ms': t_full, 'in': [[c, ms], ...], 'out': ...}}``;
             a key names a layer kind and shape (`latency_probe.layer_key`).
-        layers: ``{module name: {'rows': [key, ...]}}`` (one key per call) or
-            ``{'included_in': name}`` for a layer timed inside another.
+        layers: ``{module name: {'rows': [key, ...], 'ms': [t, ...]}}``
+            (one entry key and one in-model full-width time per call; without
+            ``ms`` the entry's own ``ms``) or ``{'included_in': name}`` for a
+            layer timed inside another.
     """
 
     meta: Dict[str, Any]
@@ -121,6 +123,10 @@ class LatencyTable:
                 raise ValueError(f'{source}: entries[{key!r}]["ms"] must be '
                                  '> 0')
         for name, lay in d['layers'].items():
+            if 'ms' in lay and len(lay['ms']) != len(lay.get('rows', [])):
+                raise ValueError(f'{source}: layers[{name!r}] has '
+                                 f"{len(lay['ms'])} times for "
+                                 f"{len(lay.get('rows', []))} calls")
             for key in lay.get('rows', []):
                 if key not in d['entries']:
                     raise ValueError(f'{source}: layers[{name!r}] names '
@@ -174,13 +180,38 @@ class LatencyTable:
                 'tools/analysis_tools/build_latency_table.py')
 
 
+def monotone(ys: Sequence[float]) -> List[float]:
+    """The closest non-decreasing sequence in least squares (pool adjacent
+    violators): timing noise must not make a channel look free or make
+    dropping it cost time."""
+    blocks: List[List[float]] = []  # [mean, count]
+    for y in ys:
+        blocks.append([float(y), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, n2 = blocks.pop()
+            m1, n1 = blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    out: List[float] = []
+    for mean, n in blocks:
+        out.extend([mean] * int(n))
+    return out
+
+
+#: Share of a curve that is proportional to the width (the MACs' shape),
+#: so that every channel has a price even where the measured steps are flat.
+SLOPE_FLOOR = 0.01
+
+
 def _curve(points: Sequence[Sequence[float]], full_ms: float, size: int):
-    """``(widths, ratios)`` through (0, 0) up to the full width."""
+    """``(widths, ratios)`` through (0, 0) up to the full width, made
+    non-decreasing (`monotone`) and strictly rising (`SLOPE_FLOOR`)."""
     cs = [0.0] + [float(c) for c, _ in points]
-    rs = [0.0] + [float(t) / full_ms for _, t in points]
     if cs[-1] != size:
         raise ValueError(f'curve ends at {cs[-1]:g} channels, layer has '
                          f'{size}')
+    rs = monotone([0.0] + [float(t) / full_ms for _, t in points])
+    rs = [(1 - SLOPE_FLOOR) * r / rs[-1] + SLOPE_FLOOR * c / size
+          for c, r in zip(cs, rs)]
     return cs, rs
 
 
@@ -219,10 +250,11 @@ def latency_rows(table: LatencyTable, layers) -> Dict[str, Any]:
     """The rows a `CostModel` evaluates for ``layers`` (`LayerSpec` list).
 
     Returns ``layer`` (row -> index into ``layers``), ``full_ms`` ``[R]``,
-    ``one_axis`` ``[R]`` bool, and the padded ``in`` / ``out`` curves.
+    ``one_axis`` and ``is_norm`` ``[R]`` bools, and the padded ``in`` /
+    ``out`` curves.
     Raises ValueError naming the layers the table lacks.
     """
-    missing, rows, full, one = [], [], [], []
+    missing, rows, full, one, norm = [], [], [], [], []
     cin, cout = [], []
     for i, lay in enumerate(layers):
         if lay.kind not in TIMED_KINDS:
@@ -231,16 +263,21 @@ def latency_rows(table: LatencyTable, layers) -> Dict[str, Any]:
         if rec is None:
             missing.append(lay.name)
             continue
-        for key in rec.get('rows', []):
+        in_model = rec.get('ms') or [None] * len(rec.get('rows', []))
+        for key, call_ms in zip(rec.get('rows', []), in_model):
             e = table.entries[key]
-            ms = float(e['ms'])
+            probe_ms = float(e['ms'])
+            # The curves' shape is the probe's; their scale is the layer's
+            # time inside the model, where the builder measured it.
+            ms = probe_ms if call_ms is None else float(call_ms)
             single = bool(e.get('one_axis', False))
             rows.append(i)
             full.append(ms)
             one.append(single)
-            cout.append(_curve(e['out'], ms, lay.out_channels))
+            norm.append(lay.kind == 'norm')
+            cout.append(_curve(e['out'], probe_ms, lay.out_channels))
             cin.append(([0.0, float(lay.in_channels)], [1.0, 1.0]) if single
-                       else _curve(e['in'], ms, lay.in_channels))
+                       else _curve(e['in'], probe_ms, lay.in_channels))
     if missing:
         raise ValueError(
             f'latency table {table.source} has no entry for {len(missing)} '
@@ -255,6 +292,7 @@ def latency_rows(table: LatencyTable, layers) -> Dict[str, Any]:
     return dict(layer=torch.tensor(rows, dtype=torch.long),
                 full_ms=torch.tensor(full, dtype=torch.float64),
                 one_axis=torch.tensor(one, dtype=torch.bool),
+                is_norm=torch.tensor(norm, dtype=torch.bool),
                 xin=xin, yin=yin, xout=xout, yout=yout)
 
 

@@ -7,7 +7,9 @@ channels of one axis, runs on a random input of that width, ``warmup`` times
 and then ``runs`` times; the entry keeps the median. A deformable conv is
 timed whole, its offset conv included (sliced with its input), so the offset
 conv's own row says ``included_in``. A fixed axis is timed at full width
-only. Widths (`channel_grid`) are the multiples of ``step`` (the hook's
+only. The widths of one entry are timed in turns (`time_rounds`), so the
+machine's drift does not bend the curve. Widths (`channel_grid`) are the
+multiples of ``step`` (the hook's
 ``channel_multiple``), thinned to at most ``max_points`` per axis, plus the
 full width.
 """
@@ -46,22 +48,6 @@ def channel_grid(size: int, step: int = 16, max_points: int = 32
 def _sync(device: str) -> None:
     if str(device).startswith('cuda'):
         torch.cuda.synchronize()
-
-
-def time_call(fn: Callable[[], object], warmup: int, runs: int,
-              device: str = 'cpu') -> float:
-    """Median wall time of ``fn()`` in ms, after ``warmup`` calls."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(1e3 * (time.perf_counter() - t))
-    return float(statistics.median(times))
 
 
 def _attrs(m: nn.Module) -> str:
@@ -115,15 +101,93 @@ def _narrow(m: nn.Module, axis: str, c: int, one_axis: bool) -> nn.Module:
     return small
 
 
-def _probe(m: nn.Module, shape: tuple, channel_dim: int, axis: str, c: int,
-           one_axis: bool, device: str, warmup: int, runs: int) -> float:
-    """Time ``m`` narrowed to ``c`` channels of ``axis`` (0: as it is)."""
+def _probe_fn(m: nn.Module, shape: tuple, channel_dim: int, axis: str,
+              c: int, one_axis: bool, device: str) -> Callable[[], object]:
+    """``m`` narrowed to ``c`` channels of ``axis`` (0: as it is), bound to
+    a random input of the matching width."""
     small = _narrow(m, axis, c, one_axis) if c else m
     s = list(shape)
     if c and (axis == 'in' or one_axis):
         s[channel_dim] = c
     x = torch.randn(s, device=device)
-    return time_call(lambda: small(x), warmup, runs, device)
+    return lambda: small(x)
+
+
+def time_rounds(fns: Sequence[Callable[[], object]], warmup: int, runs: int,
+                device: str = 'cpu',
+                progress: Optional[Callable[[], None]] = None
+                ) -> List[List[float]]:
+    """Wall times (ms) of several callables timed in turns.
+
+    Each of ``runs`` rounds times every callable once, in a rotating order,
+    so slow drift and other processes' load hit all of them alike (a curve
+    measured width after width would bend with the machine's drift).
+    """
+    times: List[List[float]] = [[] for _ in fns]
+    with torch.inference_mode():
+        for fn in fns:
+            for _ in range(warmup):
+                fn()
+            if progress:
+                progress()
+        for r in range(runs):
+            for k in range(len(fns)):
+                i = (k + r) % len(fns)
+                _sync(device)
+                t = time.perf_counter()
+                fns[i]()
+                _sync(device)
+                times[i].append(1e3 * (time.perf_counter() - t))
+    return times
+
+
+def profile_layers(model: nn.Module, names: Sequence[str],
+                   run: Callable[[], object], warmup: int, runs: int,
+                   device: str = 'cpu') -> Tuple[float, Dict[str, List[float]]]:
+    """Time the whole forward and, inside it, every call of ``names``.
+
+    Returns the median forward time (ms) and, per module, the median time
+    (ms) of each of its calls over the ``runs`` timed forwards. Timing the
+    layers in their real context (caches, allocator, thread pool as the model
+    leaves them) and in the same forwards as the total keeps ``other_ms``
+    (total minus layers) free of drift between separate measurements.
+    """
+    times: Dict[str, List[List[float]]] = {n: [] for n in names}
+    start: Dict[str, List[float]] = {n: [] for n in names}
+    current: Dict[str, List[float]] = {n: [] for n in names}
+    handles = []
+    for n in names:
+        m = model.get_submodule(n)
+
+        def pre(_m, _a, _n=n):
+            _sync(device)
+            start[_n].append(time.perf_counter())
+
+        def post(_m, _a, _o, _n=n):
+            _sync(device)
+            current[_n].append(1e3 * (time.perf_counter() - start[_n].pop()))
+        handles += [m.register_forward_pre_hook(pre),
+                    m.register_forward_hook(post)]
+    totals = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                for n in names:
+                    current[n] = []
+                _sync(device)
+                t = time.perf_counter()
+                run()
+                _sync(device)
+                if i >= warmup:
+                    totals.append(1e3 * (time.perf_counter() - t))
+                    for n in names:
+                        times[n].append(current[n])
+    finally:
+        for h in handles:
+            h.remove()
+    per_call = {n: [float(statistics.median(c)) for c in zip(*times[n])]
+                for n in names}
+    return float(statistics.median(totals)), per_call
 
 
 def _axis_prunable(cmap) -> bool:
@@ -147,8 +211,9 @@ def measure_latency_table(
         progress: ``progress(done, total)`` after each timing.
 
     Returns:
-        The table, with ``dense_ms`` (``run`` timed the same way) and
-        ``other_ms`` (``dense_ms`` minus the full-width layer rows, >= 0).
+        The table. Its curves come from the probes above; each layer call's
+        full-width time (``layers[name]['ms']``), ``dense_ms`` and
+        ``other_ms`` (``dense_ms`` minus those calls) from `profile_layers`.
     """
     timed = [lay for lay in plan.layers.values() if lay.kind in TIMED_KINDS]
     packs = {lay.name for lay in timed
@@ -183,30 +248,39 @@ def measure_latency_table(
         layers[lay.name] = dict(rows=keys)
     total = sum(len(c) - 1 for *_, axes in jobs.values()
                 for c in axes.values()) + len(jobs)
-    done = 0
-    for key, (m, shape, cdim, one, axes) in jobs.items():
-        full = _probe(m, shape, cdim, 'out', 0, one, device, warmup, runs)
-        done += 1
+    done = [0]
+
+    def step_done():
+        done[0] += 1
         if progress:
-            progress(done, total)
+            progress(done[0], total)
+
+    for key, (m, shape, cdim, one, axes) in jobs.items():
+        probes = [('out', 0)] + [(axis, c) for axis, widths in axes.items()
+                                 for c in widths[:-1]]
+        fns = [_probe_fn(m, shape, cdim, axis, c, one, device)
+               for axis, c in probes]
+        ms = [float(statistics.median(t)) for t in
+              time_rounds(fns, warmup, runs, device, step_done)]
+        got = dict(zip(probes, ms))
+        full = got[('out', 0)]
         e = dict(ms=full, one_axis=one)
         for axis, widths in axes.items():
-            pts = []
-            for c in widths:
-                full_width = c == widths[-1]
-                t = full if full_width else _probe(
-                    m, shape, cdim, axis, c, one, device, warmup, runs)
-                pts.append([c, t])
-                if not full_width:
-                    done += 1
-                    if progress:
-                        progress(done, total)
-            e[axis] = pts
+            e[axis] = [[c, full if c == widths[-1] else got[(axis, c)]]
+                       for c in widths]
         e.setdefault('in', [[int(shape[cdim]), full]])
         entries[key] = e
-    dense_ms = time_call(run, warmup, runs, device)
-    rows_ms = sum(entries[k]['ms'] for lay in layers.values()
-                  for k in lay.get('rows', []))
+    top = [n for n, lay in layers.items() if 'rows' in lay]
+    dense_ms, inside = profile_layers(model, top, run, warmup, runs, device)
+    for n in top:
+        if len(inside[n]) != len(layers[n]['rows']):
+            raise RuntimeError(f'measure_latency_table: {n} ran '
+                               f'{len(inside[n])} times in the profiled '
+                               f"forward, {len(layers[n]['rows'])} in the "
+                               'recorded one; the forward must be '
+                               'deterministic')
+        layers[n]['ms'] = inside[n]
+    rows_ms = sum(sum(v) for v in inside.values())
     meta = device_description(device)
     meta.update(input_shape=[int(v) for v in input_shape], step=step,
                 max_points=max_points, warmup=warmup, runs=runs,
@@ -216,4 +290,5 @@ def measure_latency_table(
     return LatencyTable(meta, entries, layers)
 
 
-__all__ = ['channel_grid', 'layer_key', 'measure_latency_table', 'time_call']
+__all__ = ['channel_grid', 'layer_key', 'measure_latency_table',
+           'profile_layers', 'time_rounds']

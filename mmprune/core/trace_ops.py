@@ -22,10 +22,10 @@ from typing import (
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .groups import TraceContext, _Info
+    from .tracer import TensorInfo, TraceContext
 
 
-def _tensors(obj) -> List[Tensor]:
+def tensors_in(obj) -> List[Tensor]:
     """Tensors inside nested lists / tuples / dicts, in order."""
     out: List[Tensor] = []
     stack = [obj]
@@ -40,7 +40,7 @@ def _tensors(obj) -> List[Tensor]:
     return out
 
 
-def _prod(xs: Iterable[int]) -> int:
+def prod(xs: Iterable[int]) -> int:
     p = 1
     for x in xs:
         p *= int(x)
@@ -181,7 +181,7 @@ def _is_num(v) -> bool:
 
 def _op_unary(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None or not isinstance(out, Tensor):
         return False
     segs = info.segs
@@ -198,25 +198,25 @@ def _op_unary(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         nonzero = e <= 0
     if nonzero:
         segs = tuple(s._replace(dirty=('f', base)) for s in segs)
-    ctx._set(out, segs, info.cdim)
+    ctx.set(out, segs, info.cdim)
     return True
 
 
 def _op_spatial(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else kwargs.get('input')
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None or info.cdim != 1 or x.dim() < 3:
         return False
     y = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(y, Tensor):
         return False
-    ctx._set(y, info.segs, 1)
+    ctx.set(y, info.segs, 1)
     return True
 
 
 def _op_pad(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else kwargs.get('input')
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     pad = _arg(args, kwargs, 1, 'pad')
     mode = _arg(args, kwargs, 2, 'mode', 'constant')
     value = _arg(args, kwargs, 3, 'value', None)
@@ -227,7 +227,7 @@ def _op_pad(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     segs = info.segs
     if mode == 'constant' and value not in (None, 0, 0.0):
         segs = tuple(s._replace(dirty=('f', 'pad')) for s in segs)
-    ctx._set(out, segs, info.cdim)
+    ctx.set(out, segs, info.cdim)
     return True
 
 
@@ -251,19 +251,19 @@ def _op_elementwise(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     nd = out.dim()
     cdims = set()
     for x in operands:
-        info = ctx._info(x) if isinstance(x, Tensor) else None
+        info = ctx.info(x) if isinstance(x, Tensor) else None
         if info is not None:
             cdims.add(info.cdim + nd - x.dim())
     if len(cdims) != 1:
         return False
     co = cdims.pop()
     c = out.shape[co]
-    full: List[Tuple[Tensor, _Info]] = []
+    full: List[Tuple[Tensor, TensorInfo]] = []
     other = False  # some operand adds values that are not traced channels
     per_channel_untracked = False
     for x in operands:
         if isinstance(x, Tensor):
-            info = ctx._info(x)
+            info = ctx.info(x)
             k = co - (nd - x.dim())
             size = x.shape[k] if k >= 0 else 1
             if info is not None and size == c:
@@ -271,14 +271,14 @@ def _op_elementwise(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
                 continue
             other = True
             if info is not None:  # a traced channel broadcast over all
-                ctx._fix_segs(
+                ctx.fix_segs(
                     info.segs,
                     f'its single channel is broadcast '
                     f'over {c} channels by {base} in {where}',
                     where,
                 )
             else:
-                ctx._check_leak(x, where)
+                ctx.check_leak(x, where)
                 if size == c and c > 1:
                     per_channel_untracked = True
         elif isinstance(x, (int, float, bool)):
@@ -289,7 +289,7 @@ def _op_elementwise(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         return False
     if per_channel_untracked:
         for _, info in full:
-            ctx._fix_segs(
+            ctx.fix_segs(
                 info.segs,
                 f'{base} in {where} combines its '
                 'channels with a per-channel tensor that is not traced',
@@ -297,10 +297,10 @@ def _op_elementwise(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
             )
     first = full[0][1].segs
     for _, info in full[1:]:
-        ctx._unify(first, info.segs, f'{base} in {where}')
+        ctx.unify(first, info.segs, f'{base} in {where}')
     if base in _ADDLIKE:
         for _, info in full:
-            ctx._resolve(info.segs, f'{base} in {where}')
+            ctx.resolve(info.segs, f'{base} in {where}')
         segs = tuple(
             s._replace(dirty=('f', base) if other else None) for s in first
         )
@@ -308,22 +308,22 @@ def _op_elementwise(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         if any(ctx.is_exact(info.segs) for _, info in full):
             segs = tuple(s._replace(dirty=None) for s in first)
         else:
-            segs = ctx._resolve(first, f'{base} in {where}')
+            segs = ctx.resolve(first, f'{base} in {where}')
     elif base in _DIVLIKE:
         num = operands[0]
-        num_info = ctx._info(num) if isinstance(num, Tensor) else None
+        num_info = ctx.info(num) if isinstance(num, Tensor) else None
         for x, info in full:
             if x is not num:
-                ctx._fix_segs(
+                ctx.fix_segs(
                     info.segs, f'its channels divide in {where}', where
                 )
         if num_info is not None and any(x is num for x, _ in full):
-            segs = ctx._resolve(num_info.segs, f'{base} in {where}')
+            segs = ctx.resolve(num_info.segs, f'{base} in {where}')
         else:
             segs = tuple(s._replace(dirty=('f', base)) for s in first)
     else:
         segs = tuple(s._replace(dirty=('f', base)) for s in first)
-    ctx._set(out, segs, co)
+    ctx.set(out, segs, co)
     return True
 
 
@@ -333,7 +333,7 @@ def _op_cat(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         return False
     nd = out.dim()
     dim = _arg(args, kwargs, 1, 'dim', 0) % nd  # stack: an axis of `out`
-    infos = [ctx._info(t) for t in seq]
+    infos = [ctx.info(t) for t in seq]
     cdims = {
         (i.cdim + 1 if base == 'stack' and dim <= i.cdim else i.cdim)
         for i in infos
@@ -346,35 +346,35 @@ def _op_cat(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         segs: list = []
         for t, i in zip(seq, infos):
             if i is None:
-                ctx._check_leak(t, where)
+                ctx.check_leak(t, where)
                 segs.extend(ctx.fixed(t.shape[dim]))
             else:
                 segs.extend(i.segs)
-        ctx._set(out, tuple(segs), co)
+        ctx.set(out, tuple(segs), co)
         return True
     # Joining along another axis: every operand holds the same channels.
     known = [i for i in infos if i is not None]
     for t, i in zip(seq, infos):
         if i is None:
-            ctx._check_leak(t, where)
+            ctx.check_leak(t, where)
             for k in known:
-                ctx._fix_segs(
+                ctx.fix_segs(
                     k.segs,
                     f'{base} in {where} joins its channels '
                     'with a tensor that is not traced',
                     where,
                 )
     for k in known[1:]:
-        ctx._unify(known[0].segs, k.segs, f'{base} in {where}')
+        ctx.unify(known[0].segs, k.segs, f'{base} in {where}')
     for k in known:
-        ctx._resolve(k.segs, f'{base} in {where}')
-    ctx._set(out, tuple(s._replace(dirty=None) for s in known[0].segs), co)
+        ctx.resolve(k.segs, f'{base} in {where}')
+    ctx.set(out, tuple(s._replace(dirty=None) for s in known[0].segs), co)
     return True
 
 
 def _op_split(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None:
         return False
     pos = 1 if base == 'unbind' else 2
@@ -384,14 +384,14 @@ def _op_split(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     cdim = (
         info.cdim - 1 if (base == 'unbind' and dim < info.cdim) else info.cdim
     )
-    for t in _tensors(out):
-        ctx._set(t, info.segs, cdim)
+    for t in tensors_in(out):
+        ctx.set(t, info.segs, cdim)
     return True
 
 
 def _op_reshape(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None or not isinstance(out, Tensor):
         return False
     c = x.shape[info.cdim]
@@ -400,7 +400,7 @@ def _op_reshape(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         if out.shape[p] != c:
             return False
     else:
-        pre = _prod(x.shape[: info.cdim])
+        pre = prod(x.shape[: info.cdim])
         acc, p = 1, None
         for i, s in enumerate(out.shape):
             if acc == pre and s == c:
@@ -411,13 +411,13 @@ def _op_reshape(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
                 break
         if p is None:
             return False
-    ctx._set(out, info.segs, p)
+    ctx.set(out, info.segs, p)
     return True
 
 
 def _op_permute(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None or not isinstance(out, Tensor):
         return False
     nd = x.dim()
@@ -433,26 +433,26 @@ def _op_permute(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         d0 = _arg(args, kwargs, 1, 'dim0') % nd
         d1 = _arg(args, kwargs, 2, 'dim1') % nd
         p = d1 if info.cdim == d0 else d0 if info.cdim == d1 else info.cdim
-    ctx._set(out, info.segs, p)
+    ctx.set(out, info.segs, p)
     return True
 
 
 def _op_narrow(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None or not isinstance(out, Tensor):
         return False
     dim = _arg(args, kwargs, 1, 'dim') % x.dim()
     if dim == info.cdim:
         return False
     p = info.cdim - 1 if (base == 'select' and dim < info.cdim) else info.cdim
-    ctx._set(out, info.segs, p)
+    ctx.set(out, info.segs, p)
     return True
 
 
 def _op_getitem(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x, idx = args[0], args[1]
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None or not isinstance(out, Tensor):
         return False
     idx = idx if isinstance(idx, tuple) else (idx,)
@@ -487,13 +487,13 @@ def _op_getitem(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         d_out += 0 if isinstance(i, int) else 1
     if p is None:
         p = d_out + (info.cdim - d_in)
-    ctx._set(out, info.segs, p)
+    ctx.set(out, info.segs, p)
     return True
 
 
 def _op_reduce(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None:
         return False
     if (
@@ -522,17 +522,17 @@ def _op_reduce(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     segs = info.segs
     if base in _REDUCE_NONZERO:
         segs = tuple(s._replace(dirty=('f', base)) for s in segs)
-    ctx._set(y, segs, p)
+    ctx.set(y, segs, p)
     return True
 
 
 def _op_softmax(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
-    info = ctx._info(x) if isinstance(x, Tensor) else None
+    info = ctx.info(x) if isinstance(x, Tensor) else None
     dim = _arg(args, kwargs, 1, 'dim')
     if info is None or dim is None or dim % x.dim() == info.cdim:
         return False
-    ctx._set(
+    ctx.set(
         out, tuple(s._replace(dirty=('f', base)) for s in info.segs), info.cdim
     )
     return True

@@ -17,7 +17,6 @@ import json
 import os
 import os.path as osp
 import statistics
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -355,20 +354,11 @@ def time_interleaved(fns, runs: int, warmup: int):
     """Latencies (ms) of several callables, run in turns.
 
     Each round times every callable once, in a rotating order, so that load
-    from other processes on a shared machine hits all of them alike.
+    from other processes on a shared machine hits all of them alike
+    (`mmprune.core.time_rounds`, which the latency table builder uses too).
     """
-    times = [[] for _ in fns]
-    with torch.inference_mode():
-        for fn in fns:
-            for _ in range(warmup):
-                fn()
-        for r in range(runs):
-            for k in range(len(fns)):
-                i = (k + r) % len(fns)
-                t = time.perf_counter()
-                fns[i]()
-                times[i].append(1e3 * (time.perf_counter() - t))
-    return [_stats(t) for t in times]
+    from mmprune.core import time_rounds
+    return [_stats(t) for t in time_rounds(fns, warmup, runs)]
 
 
 def compare_with_export(config: str, export_dir: str, runs: int = 5,

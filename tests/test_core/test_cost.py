@@ -170,7 +170,7 @@ def test_params_cost():
     )
     assert n_params == 237
     with pytest.raises(ValueError, match='cost must be one of'):
-        CostModel(plan, cost='latency')
+        CostModel(plan, cost='flops')
 
 
 def test_psi_is_differentiable_through_masks():

@@ -10,6 +10,7 @@ from mmprune.core import (
     Slot,
     discover_groups,
     install_masks,
+    layer_registry,
 )
 from mmprune.core import groups as groups_mod
 
@@ -231,14 +232,14 @@ def test_layer_handler_extension_point():
     assert modules(plan.groups['c1.0'].producers) == ['c1.0', 'c1.1', 'g']
     assert modules(plan.groups['c1.0'].sites) == ['g']
     # The global registry works the same way (and later entries win).
-    saved = list(groups_mod._HANDLERS)
+    saved = list(layer_registry._HANDLERS)
     try:
         groups_mod.register_layer_handler(
             lambda m: isinstance(m, Gamma), gamma_handler
         )
         assert list(discover_groups(WithGamma(), X).groups) == ['c1.0', 'c2.0']
     finally:
-        groups_mod._HANDLERS[:] = saved
+        layer_registry._HANDLERS[:] = saved
     with pytest.raises(TypeError, match='match must be'):
         groups_mod.register_layer_handler(3, gamma_handler)
 
