@@ -112,6 +112,9 @@ class CostModel:
                 self.timed, offsets).items()})
             self.other_ms = max(
                 float(latency_table.meta.get('other_ms', 0.0)), 0.0)
+            # Host-side once: latency_flat runs every iteration (no syncs).
+            self.dense_norm_ms = float(
+                rows['full_ms'][rows['is_norm']].sum())
         self._dev: Dict[torch.device, Dict[str, Tensor]] = {}
         # Dense totals in exact integer arithmetic.
         self.dense_macs = sum(self._layer_int(lay)[0] for lay in self.layers)
@@ -209,9 +212,10 @@ class CostModel:
         # Ops between the layers (activations, adds, upsampling) run over
         # the same tensors as the norms: their time follows the norms'.
         norm = t['lat_is_norm']
-        dense_norm = float(t['lat_full_ms'][norm].sum())
-        scale = rows[norm].sum() / dense_norm if dense_norm > 0 else 1.0
-        return rows.sum() + self.other_ms * scale
+        if self.dense_norm_ms <= 0:
+            return rows.sum() + self.other_ms
+        return rows.sum() + self.other_ms * (
+            rows[norm].sum() / self.dense_norm_ms)
 
     def latency(self, binaries: Mapping[str, Tensor]) -> Tensor:
         """Predicted latency (ms) under ``binaries`` (``cost='latency'``)."""
