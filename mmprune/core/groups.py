@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from .layer_registry import Handler, register_layer_handler
 from .plan import ChannelGroup, LayerSpec, PrunePlan, Segment, Slot
+from .ties import tie_channels
 from .trace_ops import prod
 from .tracer import FIXED, Channels, TraceContext, TraceMode, as_channels
 
@@ -296,6 +297,10 @@ def _build_plan(
                     why = f'no mask site found for the channels {name} reads'
                     ctx.fix_gid(g, why)
                     ctx.report(name, why)
+    # GroupNorm groups and grouped convs tie channels into units (ties.py).
+    ties, whole = tie_channels(ctx.layers, ctx.find, ctx.is_fixed, ctx.gsize)
+    for r, why in whole.items():
+        ctx.fix_gid(r, why)
 
     def public(m) -> Tuple[Segment, ...]:
         out: List[Segment] = []
@@ -325,7 +330,8 @@ def _build_plan(
             return None
         r = ctx.find(g)
         if r not in groups:
-            groups[r] = ChannelGroup(ctx.gname[r], ctx.gsize[r])
+            groups[r] = ChannelGroup(ctx.gname[r], ctx.gsize[r],
+                                     tie=ties.get(r))
         return groups[r]
 
     def slots(m, name: str, into: str) -> None:
@@ -353,6 +359,7 @@ def _build_plan(
             rows=_rows(spec, ctx.calls.get(name), batch),
             calls=spec['calls'],
             channel_dim=spec['channel_dim'],
+            norm_groups=spec.get('norm_groups', 0),
         )
         slots(spec['out_map'], name, 'producers')
         if spec['kind'] != 'norm':

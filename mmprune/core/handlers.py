@@ -34,7 +34,9 @@ def conv_handler(
 
     ``groups == 1``: consumes its input, produces a new group. Depthwise
     (``groups == in == out``): input and output are one axis of one group.
-    Other grouped convs are kept at full width and reported.
+    Other grouped convs are pruned like ``groups == 1``, with the channels
+    of their conv groups tied (ties.py); grouped transposed convs are kept
+    at full width and reported.
     """
     x = _input(name, args, kwargs)
     kind = (
@@ -50,13 +52,16 @@ def conv_handler(
             return ctx.mark_dirty(ch, name), 1
         return ch, 1
     ch = ctx.consume(x, 1, name)
-    if m.groups == 1:
+    if m.groups == 1 or kind == 'conv':
+        # Grouped: the plan ties the same positions of every conv group
+        # (ties.py), so `groups` stays as it is.
         out_ch = ctx.produce(name, m.out_channels)
     else:
         ctx.keep(
             ch,
             f'grouped {type(m).__name__} (groups={m.groups}) is not '
-            'supported: only groups=1 and depthwise convs are pruned',
+            'supported: only groups=1 and depthwise transposed convs are '
+            'pruned',
             name,
         )
         out_ch = ctx.fixed(m.out_channels)
@@ -90,10 +95,11 @@ def norm_handler(
 ) -> Optional[Tuple[Channels, int]]:
     """Per-channel norms pass channels on; norms mixing channels keep them.
 
-    BatchNorm, SyncBatchNorm, InstanceNorm and GroupNorm with one channel per
-    group are per-channel. GroupNorm with several channels per group and
-    LayerNorm compute statistics across channels, so a pruned model would
-    normalise differently from the masked one: their channels are kept.
+    BatchNorm, SyncBatchNorm, InstanceNorm and GroupNorm are per-channel
+    layers. A GroupNorm with several channels per group is pruned in whole
+    norm groups (the plan ties them, ties.py). LayerNorm computes statistics
+    across all its channels, so a pruned model would normalise differently
+    from the masked one: its channels are kept.
     """
     x = _input(name, args, kwargs)
     if isinstance(m, nn.LayerNorm):
@@ -104,15 +110,9 @@ def norm_handler(
         )
         return ctx.mark_dirty(ch, name), -1
     ch = ctx.channels(x, 1, name)
-    if isinstance(m, nn.GroupNorm) and m.num_groups != m.num_channels:
-        ctx.keep(
-            ch,
-            f'GroupNorm(num_groups={m.num_groups}) normalises across '
-            'the channels of a group',
-            name,
-        )
+    groups = int(m.num_groups) if isinstance(m, nn.GroupNorm) else 0
     affine = bool(getattr(m, 'affine', False))
-    ctx.add_layer(name, 'norm', ch, ch, bias=affine)
+    ctx.add_layer(name, 'norm', ch, ch, bias=affine, norm_groups=groups)
     return ctx.mark_dirty(ch, name), 1
 
 

@@ -1,7 +1,7 @@
 """Trainable channel masks and their installation (METHOD.md 1-2)."""
 
 import math
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,11 @@ class ChannelMask(nn.Module):
         revive: the estimator passes gradient at ``M == 0`` (see
             `binarize`); use with `clamp_` so masks stay in [0, 1].
         binarize: ``'threshold'`` or ``'count'`` (see above).
+        ties: the unit of each channel (`ChannelGroup.tie`) or None. With
+            ties, ``M`` has one value per unit (U of them), every count
+            above is in units, and ``binary()`` repeats each unit's value
+            over its channels; ``min_channels`` and ``channel_multiple``
+            stay in channels and round up to whole units.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class ChannelMask(nn.Module):
         channel_multiple: int = 1,
         revive: bool = False,
         binarize: str = 'threshold',
+        ties: Optional[Sequence[int]] = None,
     ):
         super().__init__()
         if binarize not in BINARIZE_MODES:
@@ -102,18 +108,28 @@ class ChannelMask(nn.Module):
             )
         self.num_channels = num_channels
         self.threshold = float(threshold)
-        self.min_keep = resolve_min_channels(min_channels, num_channels)
+        units, width = _check_ties(ties, num_channels)
+        #: channels per unit (1 without ties); U = num_units mask values.
+        self.unit_size, self.num_units = width, units
+        self.register_buffer(
+            'ties', None if ties is None else
+            torch.as_tensor(list(ties), dtype=torch.long), persistent=False)
+        keep = resolve_min_channels(min_channels, num_channels)
+        #: the layer-collapse guard in units (and in channels, min_keep).
+        self.min_units = -(-keep // width)
+        self.min_keep = self.min_units * width
         q = int(channel_multiple)
         if q < 1:
             raise ValueError(
                 f'ChannelMask: channel_multiple must be an int >= 1, got '
                 f'{channel_multiple!r}'
             )
+        q = q // math.gcd(q, width)  # units whose channels are a multiple
         # Groups narrower than q keep exact counts.
-        self.multiple = q if num_channels >= q else 1
-        self._low = min(num_channels, -(-max(self.min_keep, 1) // q) * q)
+        self.multiple = q if units >= q else 1
+        self._low = min(units, -(-max(self.min_units, 1) // q) * q)
         self.revive = bool(revive)
-        self.mask = nn.Parameter(torch.full((num_channels,), float(mask_init)))
+        self.mask = nn.Parameter(torch.full((units,), float(mask_init)))
         self.register_buffer('frozen_binary', torch.ones(num_channels))
         self.register_buffer('frozen', torch.tensor(False))
         # A host-side copy of `frozen`, so binary() never syncs a GPU.
@@ -129,6 +145,18 @@ class ChannelMask(nn.Module):
         frozen."""
         if self._is_frozen:
             return self.frozen_binary
+        b = self.unit_binary()
+        return b if self.ties is None else b[self.ties]
+
+    def continuous(self) -> Tensor:
+        """``M`` per channel ``[C]``, detached (a unit's value repeated)."""
+        m = self.mask.detach()
+        return (m if self.ties is None else m[self.ties]).clone()
+
+    def unit_binary(self) -> Tensor:
+        """The binary mask per unit ``[U]`` (``[C]`` without ties)."""
+        if self._is_frozen:
+            return self.frozen_binary[self.first_channels()]
         b = binarize(self.mask, self.threshold, self.revive)
         with torch.no_grad():
             # Tensor ops only (no .item()): this runs at every mask site call.
@@ -136,8 +164,8 @@ class ChannelMask(nn.Module):
                 k = self.mask.clamp(0.0, 1.0).sum().round()
             else:
                 k = b.sum()
-            k = k.clamp(min=self.min_keep)
-            q, c = self.multiple, self.num_channels
+            k = k.clamp(min=self.min_units)
+            q, c = self.multiple, self.num_units
             if q > 1:
                 kq = (torch.floor(k / q + 0.5) * q).clamp(self._low, c)
                 k = torch.where(k >= c, k, kq)
@@ -146,6 +174,16 @@ class ChannelMask(nn.Module):
             rank[order] = torch.arange(c, device=order.device)
             delta = (rank < k).to(b.dtype) - b
         return b + delta
+
+    def first_channels(self) -> Tensor:
+        """``[U]`` the first channel of every unit."""
+        if self.ties is None:
+            return torch.arange(self.num_channels,
+                                device=self.frozen_binary.device)
+        first = torch.full((self.num_units,), self.num_channels,
+                           dtype=torch.long, device=self.ties.device)
+        pos = torch.arange(self.num_channels, device=self.ties.device)
+        return first.scatter_reduce(0, self.ties, pos, 'amin')
 
     def clamp_(self) -> None:
         """With ``revive``, clip ``M`` to [0, 1] in place (call it after each
@@ -169,6 +207,13 @@ class ChannelMask(nn.Module):
                 raise ValueError(
                     'ChannelMask.freeze: binary must hold only 0 and 1'
                 )
+            if self.ties is not None and not bool(
+                    (b == b[self.first_channels()][self.ties]).all()):
+                raise ValueError(
+                    'ChannelMask.freeze: binary splits a unit of tied '
+                    f'channels ({self.unit_size} channels each: GroupNorm '
+                    'groups or grouped-conv positions); keep or drop each '
+                    'unit whole')
             if int(b.sum().item()) < self.min_keep:
                 raise ValueError(
                     f'ChannelMask.freeze: binary keeps '
@@ -188,10 +233,34 @@ class ChannelMask(nn.Module):
         self.mask.requires_grad_(not self._is_frozen)
 
     def extra_repr(self) -> str:
+        tied = ('' if self.ties is None else
+                f' in {self.num_units} units of {self.unit_size}')
         return (
-            f'{self.num_channels}, threshold={self.threshold}, '
+            f'{self.num_channels}{tied}, threshold={self.threshold}, '
             f'min_keep={self.min_keep}, frozen={self.is_frozen}'
         )
+
+
+def _check_ties(ties: Optional[Sequence[int]], num_channels: int
+                ) -> Tuple[int, int]:
+    """``(units, channels per unit)`` of a tie vector; ValueError if it is
+    not ``num_channels`` unit ids 0..U-1 of one size."""
+    if ties is None:
+        return num_channels, 1
+    ties = list(ties)
+    if len(ties) != num_channels:
+        raise ValueError(f'ChannelMask: ties must have {num_channels} '
+                         f'entries, got {len(ties)}')
+    units = max(ties) + 1
+    counts = [0] * units
+    for u in ties:
+        if u < 0:
+            raise ValueError(f'ChannelMask: ties holds a negative unit {u}')
+        counts[u] += 1
+    if len(set(counts)) != 1:
+        raise ValueError('ChannelMask: tied units must all have the same '
+                         f'number of channels, got sizes {sorted(set(counts))}')
+    return units, counts[0]
 
 
 def _key(group: str) -> str:
@@ -240,7 +309,7 @@ class MaskSet(nn.Module):
                 )
             self.masks[key] = ChannelMask(
                 g.size, mask_init, threshold, min_channels,
-                channel_multiple, revive, binarize
+                channel_multiple, revive, binarize, g.tie
             )
             self._keys[name] = key
         self._handles: List = []
@@ -262,10 +331,7 @@ class MaskSet(nn.Module):
 
     def continuous(self) -> Dict[str, Tensor]:
         """``{group: M [C]}``, detached copies of the continuous masks."""
-        return {
-            n: self.masks[k].mask.detach().clone()
-            for n, k in self._keys.items()
-        }
+        return {n: self.masks[k].continuous() for n, k in self._keys.items()}
 
     def clamp_(self) -> None:
         """`ChannelMask.clamp_` on every mask."""

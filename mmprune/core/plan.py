@@ -60,6 +60,9 @@ class LayerSpec:
             image batches, the RoI count for a layer that runs on RoIs
             (``positions`` then counts every RoI; `with_rows` rescales it
             to an RoI budget).
+        norm_groups: a GroupNorm's ``num_groups`` (0 for every other
+            layer); with fewer groups than channels its channels are pruned
+            in whole norm groups (see `ChannelGroup.tie`).
     """
 
     name: str
@@ -75,6 +78,7 @@ class LayerSpec:
     calls: int = 0
     channel_dim: int = 1
     rows: int = 1
+    norm_groups: int = 0
 
     @property
     def in_channels(self) -> int:
@@ -111,6 +115,16 @@ class ChannelGroup:
             depthwise convs, offset convs of deformable convs).
         sites: module outputs the mask multiplies (the norm after a conv, or
             the conv itself where no norm follows).
+        tie: None when every channel is kept or dropped on its own; else
+            the *unit* of each channel (a tuple of ``size`` ints, units
+            numbered by their first channel, all of one size): a unit's
+            channels are kept or dropped together, so the group has one mask
+            value per unit. A GroupNorm with ``C / G`` channels per norm group
+            ties each norm group's channels (a dropped norm group leaves the
+            others' statistics unchanged); a grouped conv with ``g`` conv
+            groups ties channel ``j`` of its input and of its output to
+            ``j + a * C / g`` (every conv group keeps the same positions, so
+            ``groups`` stays ``g``).
     """
 
     name: str
@@ -118,6 +132,17 @@ class ChannelGroup:
     producers: List[Slot] = field(default_factory=list)
     consumers: List[Slot] = field(default_factory=list)
     sites: List[Slot] = field(default_factory=list)
+    tie: Optional[Tuple[int, ...]] = None
+
+    @property
+    def units(self) -> int:
+        """Number of mask values: ``size`` without ties, else the units."""
+        return self.size if self.tie is None else max(self.tie) + 1
+
+    @property
+    def unit_size(self) -> int:
+        """Channels per unit (1 without ties)."""
+        return self.size // self.units
 
 
 @dataclass
@@ -187,8 +212,10 @@ class PrunePlan:
             f'{len(self.unsupported)} unsupported'
         ]
         for g in self.groups.values():
+            tied = '' if g.tie is None else (
+                f' in {g.units} units of {g.unit_size}')
             lines.append(
-                f'  {g.name}: C={g.size} producers='
+                f'  {g.name}: C={g.size}{tied} producers='
                 f'{[s.module for s in g.producers]} consumers='
                 f'{[s.module for s in g.consumers]} sites='
                 f'{[s.module for s in g.sites]}'

@@ -1,6 +1,7 @@
 """Projection of the binary masks onto the cost target (METHOD.md 4)."""
 
 import itertools
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
@@ -76,6 +77,10 @@ def project_to_target(
     A result outside ``[psi_target - tol, psi_target]`` warns and sets
     ``reached=False`` with the cause in ``reason``.
 
+    Groups with tied channels (`ChannelGroup.tie`) move one unit at a time:
+    the search runs over mask values (units), the cost over the channels
+    they stand for, and counts in the report are channels.
+
     Returns:
         A `ProjectionReport`.
     """
@@ -98,37 +103,29 @@ def project_to_target(
             'project_to_target: the mask set and the cost model '
             'come from different plans'
         )
+    masks = [maskset.mask(n) for n in names]
     with torch.no_grad():
-        bins = maskset.binaries()
-        b = (
-            torch.cat(
-                [bins[n].detach().to('cpu', torch.float64) for n in names]
-            )
-            if names
-            else torch.zeros(0)
-        )
-        cont = maskset.continuous()
-        m = (
-            torch.cat([cont[n].to('cpu', torch.float64) for n in names])
-            if names
-            else torch.zeros(0)
-        )
-    sizes = [cost_model.plan.groups[n].size for n in names]
+        b = _flat([mk.unit_binary().detach() for mk in masks])
+        m = _flat([mk.mask.detach() for mk in masks])
+    sizes = [mk.num_units for mk in masks]
+    wts = [mk.unit_size for mk in masks]
     gidx = torch.repeat_interleave(
         torch.arange(len(names)), torch.tensor(sizes, dtype=torch.long)
     )
-    mins = [maskset.mask(n).min_keep for n in names]
+    wvec = torch.tensor(wts, dtype=torch.float64)[gidx]
+    expand = _expander(masks)
+    mins = [mk.min_units for mk in masks]
     dense = float(cost_model.dense)
     budget = target * dense
     eps = 1e-9 * dense
 
     def total(x: torch.Tensor) -> float:
         with torch.no_grad():
-            return float(cost_model.total_flat(x))
+            return float(cost_model.total_flat(x[expand]))
 
     def kept(x: torch.Tensor) -> Dict[str, int]:
         counts = torch.zeros(len(names), dtype=torch.float64).index_add(
-            0, gidx, x
+            0, gidx, x * wvec
         )
         return {n: int(round(c)) for n, c in zip(names, counts.tolist())}
 
@@ -137,18 +134,21 @@ def project_to_target(
     psi_before = cur / dense
     dropped = restored = 0
     q = int(channel_multiple)
-    if q > 1:
+    # The multiple in units: the fewest units whose channels are multiples.
+    qs = [q // math.gcd(q, w) for w in wts]
+    multi = any(x > 1 for x in qs)
+    if multi:
         # Whole blocks first: masks trained with channel_multiple already
         # keep multiples, and single-channel drops followed by rounding
         # would churn many channels for a small correction.
-        cur, d, r = _round_groups(b, m, sizes, mins, q, total, budget + eps,
-                                  (target - tol) * dense - eps)
+        cur, d, r = _round_groups(b, m, sizes, mins, qs, wts, total,
+                                  budget + eps, (target - tol) * dense - eps)
         dropped += d
         restored += r
     per_channel = 0
     while cur > budget + eps:
         x = b.clone().requires_grad_(True)
-        cost_model.total_flat(x).backward()
+        cost_model.total_flat(x[expand]).backward()
         marginal = x.grad
         idx = ((b == 1) & (marginal > 0)).nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -174,14 +174,14 @@ def project_to_target(
         if not chosen:
             break
         b[chosen] = 0.0
-        dropped += len(chosen)
+        dropped += int(wvec[chosen].sum())
         per_channel += len(chosen)
         cur = total(b)
-    low = [_low(s, k, q) for s, k in zip(sizes, mins)]
+    low = [_low(s, k, qg) for s, k, qg in zip(sizes, mins, qs)]
     floor = budget - tol * dense
-    if q > 1:
+    if multi:
         if per_channel:
-            cur, d, r = _round_groups(b, m, sizes, mins, q, total,
+            cur, d, r = _round_groups(b, m, sizes, mins, qs, wts, total,
                                       budget + eps)
             dropped += d
             restored += r
@@ -193,29 +193,28 @@ def project_to_target(
             t = total(b)
             if t <= budget + eps:
                 cur = t
-                restored += 1
+                restored += int(wvec[c])
             else:
                 b[c] = 0.0
     over = None
     if cur < floor - eps:
-        cur, d, r, over = _best_mix(b, m, sizes, low, q, total, budget + eps,
-                                    floor - eps)
+        cur, d, r, over = _best_mix(b, m, sizes, low, qs, wvec, total,
+                                    budget + eps, floor - eps)
         dropped += d
         restored += r
     reached = floor - eps <= cur <= budget + eps
     reason = ''
     if not reached:
-        reason = _why(b, m, sizes, mins, low, q, total, budget + eps, dense,
-                      cur, over)
+        reason = _why(b, m, sizes, mins, low, q if multi else 1, total,
+                      budget + eps, dense, cur, over)
         where = ('stays above the target' if cur > budget + eps else
                  f'lands below the band [{floor / dense:.4f}, {target}]')
         warnings.warn(f'project_to_target: psi {cur / dense:.4f} {where}: '
                       f'{reason}')
     if freeze:
         out, off = {}, 0
-        for n, s in zip(names, sizes):
-            dev = maskset.mask(n).frozen_binary.device
-            out[n] = b[off : off + s].to(dev, torch.float32)
+        for n, s, mk in zip(names, sizes, masks):
+            out[n] = _channels(mk, b[off:off + s])
             off += s
         maskset.freeze(out)
     return ProjectionReport(
@@ -230,6 +229,29 @@ def project_to_target(
         kept_after=kept(b),
         reason=reason,
     )
+
+
+def _flat(parts) -> Tensor:
+    return (torch.cat([p.to('cpu', torch.float64) for p in parts]) if parts
+            else torch.zeros(0, dtype=torch.float64))
+
+
+def _expander(masks) -> Tensor:
+    """``[sum C]`` the flat unit index of every flat channel."""
+    out, off = [], 0
+    for mk in masks:
+        ties = (torch.arange(mk.num_channels) if mk.ties is None
+                else mk.ties.cpu())
+        out.append(ties + off)
+        off += mk.num_units
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _channels(mk, units: Tensor) -> Tensor:
+    """A unit binary ``[U]`` of mask ``mk`` as its channel binary ``[C]``."""
+    dev = mk.frozen_binary.device
+    b = units if mk.ties is None else units[mk.ties.cpu()]
+    return b.to(dev, torch.float32)
 
 
 def _spans(sizes):
@@ -269,17 +291,18 @@ def _step(b, m, o, s, low, q, up):
     return cand[:abs(n - k)] + o
 
 
-def _round_groups(b, m, sizes, mins, q, total, limit, floor=None):
-    """Round kept counts to multiples of ``q`` in place; see
+def _round_groups(b, m, sizes, mins, qs, wts, total, limit, floor=None):
+    """Round kept counts to multiples of ``qs[g]`` in place; see
     `project_to_target`. A block whose removal lands in ``[floor, limit]``
     is preferred to one that overshoots below it. Returns (cost, dropped,
-    restored)."""
+    restored) with the counts in channels (``wts[g]`` per unit)."""
     dropped = restored = 0
     spans = _spans(sizes)
-    low = [_low(s, k, q) for s, k in zip(sizes, mins)]
+    low = [_low(s, k, q) for s, k, q in zip(sizes, mins, qs)]
     for gi, (o, s) in enumerate(spans):
         k = int(b[o:o + s].sum())
-        if s < q or k == s:
+        q = qs[gi]
+        if s < q or q == 1 or k == s:
             continue
         k_new = min(s, max((k // q) * q, -(-mins[gi] // q) * q, q))
         if k_new == k:
@@ -287,8 +310,8 @@ def _round_groups(b, m, sizes, mins, q, total, limit, floor=None):
         order = _order(b[o:o + s], m[o:o + s])
         new = torch.zeros(s, dtype=b.dtype)
         new[order[:k_new]] = 1.0
-        dropped += int((b[o:o + s] - new).clamp(min=0).sum())
-        restored += int((new - b[o:o + s]).clamp(min=0).sum())
+        dropped += wts[gi] * int((b[o:o + s] - new).clamp(min=0).sum())
+        restored += wts[gi] * int((new - b[o:o + s]).clamp(min=0).sum())
         b[o:o + s] = new
     cur = total(b)
     # Rounding up (a group left with fewer than q channels goes back to q, or
@@ -297,7 +320,9 @@ def _round_groups(b, m, sizes, mins, q, total, limit, floor=None):
     while cur > limit:
         best = None
         for gi, (o, s) in enumerate(spans):
-            block = None if s < q else _step(b, m, o, s, low[gi], q, False)
+            q = qs[gi]
+            block = (None if s < q or q == 1 else
+                     _step(b, m, o, s, low[gi], q, False))
             if block is None:
                 continue
             b[block] = 0.0
@@ -308,16 +333,18 @@ def _round_groups(b, m, sizes, mins, q, total, limit, floor=None):
             lands = floor is not None and floor <= t <= limit
             score = (not lands, float(m[block].mean()) / (cur - t))
             if best is None or score < best[0]:
-                best = (score, block, t)
+                best = (score, block, t, wts[gi])
         if best is None:
             break
         b[best[1]] = 0.0
         cur = best[2]
-        dropped += len(best[1])
+        dropped += len(best[1]) * best[3]
     while True:
         best = None
         for gi, (o, s) in enumerate(spans):
-            block = None if s < q else _step(b, m, o, s, low[gi], q, True)
+            q = qs[gi]
+            block = (None if s < q or q == 1 else
+                     _step(b, m, o, s, low[gi], q, True))
             if block is None:
                 continue
             b[block] = 1.0
@@ -326,28 +353,29 @@ def _round_groups(b, m, sizes, mins, q, total, limit, floor=None):
             if t <= limit:
                 score = float(m[block].mean())
                 if best is None or score > best[0]:
-                    best = (score, block, t)
+                    best = (score, block, t, wts[gi])
         if best is None:
             return cur, dropped, restored
         b[best[1]] = 1.0
         cur = best[2]
-        restored += len(best[1])
+        restored += len(best[1]) * best[3]
 
 
-def _best_mix(b, m, sizes, low, q, total, limit, floor, max_mix=4096,
+def _best_mix(b, m, sizes, low, qs, wvec, total, limit, floor, max_mix=4096,
               max_evals=4000):
     """Raise the cost towards ``limit`` by moving groups between their
     allowed counts, in place: the best of every mix when there are at most
     ``max_mix``, else pair moves (one group a step up or down, another as high
     as fits) until the cost reaches ``floor``. Returns (cost, dropped,
-    restored, the least cost seen above ``limit`` or None)."""
+    restored, the least cost seen above ``limit`` or None); ``qs[g]`` is
+    group g's multiple, ``wvec`` the channels of every unit."""
     spans = _spans(sizes)
     start = b.clone()
     # Channels of a group in the order counts take them: kept ones, then M.
     orders = [_order(b[o:o + s], m[o:o + s]) + o for o, s in spans]
     counts = [int(b[o:o + s].sum()) for o, s in spans]
     levels = []
-    for (o, s), lo, k in zip(spans, low, counts):
+    for (o, s), lo, k, q in zip(spans, low, counts, qs):
         lv = range(lo, s + 1) if s < q or q == 1 else range(0, s + 1, q)
         levels.append(sorted({v for v in lv if v >= lo} | {s, k}))
 
@@ -422,7 +450,8 @@ def _best_mix(b, m, sizes, low, q, total, limit, floor, max_mix=4096,
             put(g, k)
         cur = best[0]
     diff = b - start
-    return cur, int((diff < 0).sum()), int((diff > 0).sum()), over[0]
+    return (cur, int(wvec[diff < 0].sum()), int(wvec[diff > 0].sum()),
+            over[0])
 
 
 def _why(b, m, sizes, mins, low, q, total, limit, dense, cur, over) -> str:
@@ -478,9 +507,10 @@ def lowest_psi(maskset: MaskSet, cost_model: CostModel,
     q = max(int(channel_multiple), 1)
     out = {}
     for name in maskset.group_names:
-        size = cost_model.plan.groups[name].size
-        b = torch.zeros(size)
-        b[:_low(size, maskset.mask(name).min_keep, q)] = 1.0
-        out[name] = b
+        mk = maskset.mask(name)
+        b = torch.zeros(mk.num_units, dtype=torch.float64)
+        qu = q // math.gcd(q, mk.unit_size)
+        b[:_low(mk.num_units, mk.min_units, qu)] = 1.0
+        out[name] = _channels(mk, b).cpu()
     with torch.no_grad():
         return float(cost_model.psi(out)), out

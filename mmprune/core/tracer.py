@@ -276,6 +276,7 @@ class TraceContext:
         bias: bool = False,
         channel_dim: int = 1,
         positions: Optional[int] = None,
+        norm_groups: int = 0,
     ) -> None:
         """Record a layer for the cost model and for export.
 
@@ -286,6 +287,8 @@ class TraceContext:
             in_ch / out_ch: its input and output channel maps.
             kernel, groups, depthwise, bias, channel_dim: see `LayerSpec`.
             positions: output positions per sample; default: measured.
+            norm_groups: a GroupNorm's ``num_groups`` (its channels are then
+                pruned in whole norm groups); 0 for other layers.
         """
         if kind not in ('conv', 'deconv', 'linear', 'norm'):
             raise ValueError(
@@ -308,6 +311,7 @@ class TraceContext:
                 bias=bool(bias),
                 channel_dim=int(channel_dim),
                 positions=positions,
+                norm_groups=int(norm_groups),
                 calls=1,
             )
             return

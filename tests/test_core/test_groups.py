@@ -299,7 +299,7 @@ def test_channel_preserving_ops_keep_groups_prunable(op):
     assert list(plan.groups) == ['c1.0', 'c2'] and plan.unsupported == []
 
 
-def test_grouped_conv_and_group_norm_are_reported():
+def test_grouped_conv_and_group_norm_tie_their_channels():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -308,7 +308,7 @@ def test_grouped_conv_and_group_norm_are_reported():
             self.c2 = nn.Conv2d(8, 8, 1)
             self.gn = nn.GroupNorm(2, 8)
             self.c3 = nn.Conv2d(8, 4, 3, padding=1)
-            self.in_gn = nn.GroupNorm(4, 4)  # one channel per group: fine
+            self.in_gn = nn.GroupNorm(4, 4)  # one channel per group: no tie
             self.head = nn.Conv2d(4, 2, 1)
 
         def forward(self, x):
@@ -316,13 +316,39 @@ def test_grouped_conv_and_group_norm_are_reported():
             return self.head(self.in_gn(self.c3(self.gn(x))))
 
     plan = discover_groups(Net(), X)
-    assert list(plan.groups) == ['c3']
-    reasons = dict(plan.unsupported)
-    assert (
-        'groups=2' in reasons['gconv']
-        and 'GroupNorm(num_groups=2)' in reasons['gn']
-    )
-    assert modules(plan.groups['c3'].sites) == ['in_gn']
+    assert list(plan.groups) == ['c1', 'gconv', 'c2', 'c3']
+    assert plan.unsupported == [] and [k for k, _ in plan.kept] == ['head']
+    g = plan.groups
+    # groups=2 on 8 channels: channel j goes with j + 4 (same position in
+    # both conv groups), on the conv's input and on its output.
+    assert g['c1'].tie == g['gconv'].tie == (0, 1, 2, 3, 0, 1, 2, 3)
+    # GroupNorm(2, 8): two runs of four channels.
+    assert g['c2'].tie == (0, 0, 0, 0, 1, 1, 1, 1)
+    assert g['c3'].tie is None
+    assert (g['c1'].units, g['c1'].unit_size) == (4, 2)
+    assert (g['c2'].units, g['c2'].unit_size) == (2, 4)
+    assert plan.layers['gn'].norm_groups == 2
+    assert modules(g['c2'].sites) == ['gn']
+
+
+def test_ties_across_groups_keep_them_whole():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 2, 1)
+            self.b = nn.Conv2d(3, 6, 1)
+            self.gn = nn.GroupNorm(2, 8)  # its first run spans a and b
+            self.head = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.gn(torch.cat([self.a(x), self.b(x)], 1)))
+
+    plan = discover_groups(Net(), X)
+    assert plan.groups == {}
+    why = dict(plan.kept)
+    assert 'gn ties channels of this group to fixed channels or to ' \
+        'another group' in why['a']
+    assert 'another group' in why['b']
 
 
 def test_misaligned_concat_add_is_reported():

@@ -129,7 +129,7 @@ def test_real_detector(cfg, n_groups, kept):
     with torch.no_grad():
         for name in plan.groups:
             ms.mask(name).mask.copy_(
-                torch.rand(plan.groups[name].size, generator=g)
+                torch.rand(ms.mask(name).mask.shape, generator=g)
             )
     b = {k: v.detach() for k, v in ms.binaries().items()}
     masked = flat(forward_fn(model, x))

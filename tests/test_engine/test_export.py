@@ -55,16 +55,18 @@ def mild_bn(model, seed=0):
 
 
 def random_binaries(plan, seed, keep_all=False):
-    """Each channel kept with probability 1/2, at least one per group."""
+    """Each unit (a channel, or a run of tied channels: GroupNorm groups,
+    grouped-conv positions) kept with probability 1/2, at least one per
+    group."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, grp in plan.groups.items():
         if keep_all:
             out[name] = torch.ones(grp.size)
             continue
-        b = (torch.rand(grp.size, generator=g) < 0.5).float()
-        b[int(torch.randint(grp.size, (1, ), generator=g))] = 1.0
-        out[name] = b
+        b = (torch.rand(grp.units, generator=g) < 0.5).float()
+        b[int(torch.randint(grp.units, (1, ), generator=g))] = 1.0
+        out[name] = b if grp.tie is None else b[torch.tensor(grp.tie)]
     return out
 
 
