@@ -31,13 +31,43 @@ DETECTORS = {
     'cascade_rcnn_r50_fpn': 'cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py',
 }
 
+#: More families for the breadth test (test_breadth.py): trained with the
+#: snippet, exported, compared. Each brings a structure the six above lack.
+FAMILIES = {
+    'retinanet_regnetx_800mf': 'regnet/retinanet_regnetx-800MF_fpn_1x_coco.py',
+    'faster_rcnn_x101_32x4d':
+    'faster_rcnn/faster-rcnn_x101-32x4d_fpn_1x_coco.py',
+    'atss_r50': 'atss/atss_r50_fpn_1x_coco.py',
+    'tood_r50': 'tood/tood_r50_fpn_1x_coco.py',
+    'gfl_r50': 'gfl/gfl_r50_fpn_1x_coco.py',
+    'fcos_hrnetv2p_w18': 'hrnet/fcos_hrnetv2p-w18-gn-head_4xb4-1x_coco.py',
+    'detr_r50': 'detr/detr_r50_8xb2-150e_coco.py',
+    'solov2_r50': 'solov2/solov2_r50_fpn_1x_coco.py',
+    'ssdlite_mbv2': 'ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
+}
+
+# The documented snippet, as a test applies it to a loaded config.
+SNIPPET_HOOK = dict(type='InTrainPruningHook', psi_target=0.5, b='auto',
+                    prune_start=2, prune_end=36, by_epoch=False)
+
+
+def add_pruning(cfg, **hook_overrides):
+    """Apply the README's snippet (keeping every optim_wrapper key)."""
+    cfg.custom_imports = dict(imports=['mmprune'], allow_failed_imports=False)
+    amp = cfg.optim_wrapper.get('type') == 'AmpOptimWrapper'
+    cfg.optim_wrapper.type = 'PruneAmpOptimWrapper' if amp else \
+        'PruneOptimWrapper'
+    hook = dict(SNIPPET_HOOK, **hook_overrides)
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [hook]
+    return cfg
+
 
 def make_tiny_coco(root, num_images=4, size=64, classes=('car', 'person'),
                    seed=0):
     """Write a COCO-format dataset of coloured boxes; returns the ann file.
 
     Images are ``size`` x ``size`` PNGs under ``root/images``; each holds 1-3
-    filled rectangles, one annotation each.
+    filled rectangles, one annotation each (box and its polygon mask).
     """
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(root, 'images'), exist_ok=True)
@@ -50,9 +80,11 @@ def make_tiny_coco(root, num_images=4, size=64, classes=('car', 'person'),
             colour = [int(c) for c in rng.integers(120, 255, 3)]
             cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + h)),
                           colour, -1)
+            x0, y0, x1, y1 = float(x), float(y), float(x + w), float(y + h)
             anns.append(dict(id=len(anns) + 1, image_id=i + 1,
                              category_id=int(rng.integers(1, 3)),
-                             bbox=[float(x), float(y), float(w), float(h)],
+                             bbox=[x0, y0, float(w), float(h)],
+                             segmentation=[[x0, y0, x1, y0, x1, y1, x0, y1]],
                              area=float(w * h), iscrowd=0))
         name = f'{i:04d}.png'
         cv2.imwrite(osp.join(root, 'images', name), img)
@@ -67,7 +99,7 @@ def make_tiny_coco(root, num_images=4, size=64, classes=('car', 'person'),
 
 def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
     """mmdet's shipped config ``name``, with tiny data and an iter schedule."""
-    path = DETECTORS[name]
+    path = DETECTORS[name] if name in DETECTORS else FAMILIES[name]
     if not osp.isabs(path):
         path = osp.join(MMDET_CONFIGS, path)
     cfg = Config.fromfile(path)
@@ -86,6 +118,10 @@ def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
                 head.mask_head.num_classes = len(classes)
         else:
             head.num_classes = len(classes)
+    masks = model.get('mask_head') is not None or (
+        model.get('roi_head') or {}).get('mask_head') is not None
+    if model.get('mask_head') is not None:  # SOLO family
+        model.mask_head.num_classes = len(classes)
     # Two-stage: exactly 40 proposals per image (no NMS suppression), so
     # the RoI budget (test_cfg.rpn.max_per_img) is what really runs, in the
     # trace and in every independent count.
@@ -99,7 +135,7 @@ def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
         model.data_preprocessor.batch_augments = None
     pipeline = [
         dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='LoadAnnotations', with_bbox=True, with_mask=masks),
         dict(type='Resize', scale=(size, size), keep_ratio=True),
         dict(type='PackDetInputs')
     ]

@@ -178,9 +178,37 @@ def deform_conv_handler(
     return out_ch, 1
 
 
+def is_roi_extractor(m: nn.Module) -> bool:
+    """mmdet's RoI extractors (``SingleRoIExtractor``, ``GenericRoIExtractor``
+    and subclasses of their base), duck-typed."""
+    return type(m).__name__.endswith('RoIExtractor') and hasattr(
+        m, 'roi_layers') and isinstance(getattr(m, 'out_channels', None), int)
+
+
+def roi_extractor_handler(
+    ctx: TraceContext, name: str, m: nn.Module, args, kwargs, out
+) -> Optional[Tuple[Channels, int]]:
+    """An RoI extractor keeps the pyramid channels it reads.
+
+    It writes RoIAlign's ``[K, C, h, w]`` samples into a buffer whose width
+    is the config's ``out_channels`` (not the features' width), and the box
+    head flattens that buffer into its first linear (``C * h * w`` inputs).
+    Pruning the pyramid would need both rewritten; mmprune keeps the
+    channels feeding RoI heads and prunes everything behind the buffer.
+    """
+    feats = args[0] if args else kwargs.get('feats')
+    for t in feats if isinstance(feats, (list, tuple)) else [feats]:
+        if isinstance(t, Tensor) and ctx.info(t) is not None:
+            ctx.fix_segs(ctx.channels(t, 1, name),
+                         f'{name} copies them into a buffer of its '
+                         "config's out_channels")
+    return ctx.fixed(m.out_channels), 1
+
+
 register_layer_handler(nn.modules.conv._ConvNd, conv_handler)
 register_layer_handler(nn.Linear, linear_handler)
 register_layer_handler(nn.modules.batchnorm._NormBase, norm_handler)
 register_layer_handler(nn.GroupNorm, norm_handler)
 register_layer_handler(nn.LayerNorm, norm_handler)
 register_layer_handler(is_deform_conv_pack, deform_conv_handler)
+register_layer_handler(is_roi_extractor, roi_extractor_handler)

@@ -3,9 +3,11 @@
 Every rule gets ``(ctx, base, rev, args, kwargs, out, where)``: the
 `TraceContext`, the normalised function name, whether the operands are
 reversed (``__rsub__``), the call and its result, and the module it ran in.
-It sets the channel map of the result and returns True, or returns False when
-the call is outside what it models; the tracer then keeps the channels of the
-inputs at full width and reports the function.
+It sets the channel map of the result and returns True; or returns a string
+saying how this call mixes the channels (a reshape that merges them with
+another axis, a mean over them), and the tracer keeps the inputs' channels
+at full width for that reason; or returns False when the call is outside
+what it models, and the tracer keeps them and reports the function.
 """
 
 from typing import (
@@ -19,10 +21,14 @@ from typing import (
     Tuple,
 )
 
+import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
     from .tracer import TensorInfo, TraceContext
+
+#: Group id of channels that are never pruned (inputs, model outputs, ...).
+FIXED = -1
 
 
 def tensors_in(obj) -> List[Tensor]:
@@ -288,12 +294,13 @@ def _op_elementwise(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     if not full:
         return False
     if per_channel_untracked:
+        # Modelled, and kept: a per-channel constant (a box coder's stds)
+        # cannot be sliced with the channels.
         for _, info in full:
             ctx.fix_segs(
                 info.segs,
                 f'{base} in {where} combines its '
                 'channels with a per-channel tensor that is not traced',
-                where,
             )
     first = full[0][1].segs
     for _, info in full[1:]:
@@ -410,7 +417,7 @@ def _op_reshape(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
             if acc > pre:
                 break
         if p is None:
-            return False
+            return f'are merged with another axis by {base}'
     ctx.set(out, info.segs, p)
     return True
 
@@ -450,19 +457,75 @@ def _op_narrow(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     return True
 
 
+def _fixed_run(segs, lo: int, hi: int) -> bool:
+    """Whether channels ``[lo, hi)`` of ``segs`` are all fixed."""
+    pos = 0
+    for s in segs:
+        if s.gid != FIXED and pos < hi and pos + s.length > lo:
+            return False
+        pos += s.length
+    return True
+
+
+def _cut(segs, lo: int, hi: int):
+    """Channels ``[lo, hi)`` of ``segs`` (segments split where needed)."""
+    out, pos = [], 0
+    for s in segs:
+        a, b = max(lo, pos), min(hi, pos + s.length)
+        if a < b:
+            part = s._replace(start=s.start + a - pos, length=b - a)
+            if part.dirty is not None and part.dirty[0] == 'm':
+                part = part._replace(dirty=('m', s.dirty[1],
+                                            s.dirty[2] + a - pos))
+            out.append(part)
+        pos += s.length
+    return tuple(out)
+
+
+def _channel_slice(segs, sl: slice, c: int):
+    """Segments ``sl`` selects from a channel axis of width ``c``, or None.
+
+    The export keeps the code's slice as written, so each bound must select
+    the same channels after pruning: a bound ``k >= 0`` needs channels
+    ``[0, k)`` fixed, a bound ``-k`` needs the last ``k`` fixed (SOLOv2's
+    ``feat[:, :-2]`` drops two fixed coordinate channels).
+    """
+    if sl.step not in (None, 1):
+        return None
+    for bound in (sl.start, sl.stop):
+        if bound is None:
+            continue
+        if not isinstance(bound, int):
+            return None
+        lo, hi = (0, min(bound, c)) if bound >= 0 else (max(c + bound, 0), c)
+        if not _fixed_run(segs, lo, hi):
+            return None
+    lo, hi, _ = sl.indices(c)
+    return _cut(segs, lo, max(lo, hi))
+
+
+def _index_dims(i) -> int:
+    """Axes one index consumes: a bool mask its own rank, anything else 1."""
+    return i.dim() if isinstance(i, Tensor) and i.dtype == torch.bool else 1
+
+
 def _op_getitem(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
+    """Basic indexing, plus one integer / bool tensor index before the
+    channel axis (``feats[inds]`` on RoI features)."""
     x, idx = args[0], args[1]
     info = ctx.info(x) if isinstance(x, Tensor) else None
     if info is None or not isinstance(out, Tensor):
         return False
     idx = idx if isinstance(idx, tuple) else (idx,)
-    if any(
-        not (i is None or i is Ellipsis or isinstance(i, (int, slice)))
+    if sum(1 for i in idx if isinstance(i, Tensor)) > 1 or any(
+        not (i is None or i is Ellipsis
+             or isinstance(i, (int, slice, Tensor)))
         or isinstance(i, bool)
         for i in idx
     ):
         return False
-    used = sum(1 for i in idx if isinstance(i, (int, slice)))
+    used = sum(_index_dims(i) for i in idx
+               if i is not None and i is not Ellipsis)
     expanded: List[Any] = []
     for i in idx:
         if i is Ellipsis:
@@ -470,24 +533,29 @@ def _op_getitem(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
         else:
             expanded.append(i)
     d_in = d_out = 0
-    p = None
+    p, segs = None, info.segs
     for i in expanded:
         if i is None:
             d_out += 1
             continue
+        if isinstance(i, Tensor):
+            if d_in <= info.cdim < d_in + _index_dims(i):
+                return 'are indexed by a tensor'
+            d_in += _index_dims(i)
+            d_out += 1 if i.dtype == torch.bool else i.dim()
+            continue
         if d_in == info.cdim:
-            if not isinstance(i, slice) or i.indices(x.shape[d_in]) != (
-                0,
-                x.shape[d_in],
-                1,
-            ):
-                return False
+            if not isinstance(i, slice):
+                return 'are selected one by one by __getitem__'
+            segs = _channel_slice(info.segs, i, x.shape[d_in])
+            if segs is None:
+                return 'are sliced by __getitem__ at prunable positions'
             p = d_out
         d_in += 1
         d_out += 0 if isinstance(i, int) else 1
     if p is None:
         p = d_out + (info.cdim - d_in)
-    ctx.set(out, info.segs, p)
+    ctx.set(out, segs, p)
     return True
 
 
@@ -506,13 +574,20 @@ def _op_reduce(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     if not isinstance(y, Tensor):
         return False
     dim = _arg(args, kwargs, 2 if base == 'norm' else 1, 'dim')
-    if dim is None or isinstance(dim, Tensor):
-        return False  # reduces over everything, channels included
-    dims = {
+    if isinstance(dim, Tensor):
+        return False
+    dims = set(range(x.dim())) if dim is None else {
         d % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim])
     }
     if info.cdim in dims:
-        return False
+        if base not in ('sum', 'nansum'):
+            return f'are reduced over by {base}'
+        # A sum over the channels is the same with the pruned ones zeroed
+        # (masked model) or removed (export): zero them, track no further.
+        ctx.resolve(info.segs, where)
+        for t in tensors_in(out):
+            ctx.stop(t)
+        return True
     keep = y.dim() == x.dim()
     p = (
         info.cdim

@@ -23,9 +23,16 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .layer_registry import Handler, matches, registered_handlers
-from .trace_ops import CREATE, LIKE, META, OPS, SCALAR, normalise, tensors_in
-
-FIXED = -1
+from .trace_ops import (
+    CREATE,
+    FIXED,
+    LIKE,
+    META,
+    OPS,
+    SCALAR,
+    normalise,
+    tensors_in,
+)
 
 
 class _Seg(NamedTuple):
@@ -351,8 +358,9 @@ class TraceContext:
             entry = self._fn_gids.setdefault(id(fn), (fn, []))
             entry[1].extend(s.gid for s in segs if s.gid != FIXED)
 
-    def _stop(self, t: Tensor) -> None:
-        """Mark an untracked output whose inputs were already kept."""
+    def stop(self, t: Tensor) -> None:
+        """Mark untracked ``t`` as carrying no channels of any group (its
+        inputs were kept, or it no longer depends on which are pruned)."""
         if isinstance(t, Tensor) and t.grad_fn is not None:
             self._fn_gids.setdefault(id(t.grad_fn), (t.grad_fn, []))
 
@@ -500,7 +508,7 @@ class TraceContext:
                     self.set(output, res[0], res[1])
                 else:
                     for t in outs:
-                        self._stop(t)
+                        self.stop(t)
             elif frame.kind == 'opaque':
                 reason = (
                     f'{type(module).__name__} has parameters and no layer '
@@ -512,7 +520,7 @@ class TraceContext:
                     )
                 self.report(frame.name, reason)
                 for t in outs:
-                    self._stop(t)
+                    self.stop(t)
         finally:
             self.busy = False
         return None
@@ -552,17 +560,26 @@ class TraceContext:
         if rule is None:
             self._unknown(raw, ins, outs, where)
             return
-        if rule(self, base, rev, args, kwargs, out, where) is False:
+        got = rule(self, base, rev, args, kwargs, out, where)
+        if got is False:
             self._unknown(raw, ins, outs, where)
+        elif isinstance(got, str):  # modelled: this use mixes channels
+            self._unknown(raw, ins, outs, where, got)
 
-    def _unknown(self, raw: str, ins, outs, where: str) -> None:
-        reason = f'torch function {raw!r} is not modelled by the tracer'
+    def _unknown(self, raw: str, ins, outs, where: str,
+                 mixes: Optional[str] = None) -> None:
+        """Keep the inputs' channels; report ``raw`` as not modelled, or
+        (``mixes``: how this call mixes channels) only keep."""
+        why = mixes or f'pass {raw}'
         for t in ins:
-            self._keep_tensor(t, f'its channels pass {raw} in {where}', where)
-        self.report(where, reason)
+            self._keep_tensor(t, f'its channels {why} in {where}', where)
+        if mixes is None:
+            self.report(
+                where, f'torch function {raw!r} is not modelled by the tracer'
+            )
         for t in outs:
             self._infos.pop(id(t), None)
-            self._stop(t)
+            self.stop(t)
 
 
 def width_of(m) -> int:

@@ -16,30 +16,14 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from mmprune.engine.hooks import MASKS_ATTR, InTrainPruningHook
-from tests.dropin import make_tiny_coco, tiny_config
+from tests.dropin import add_pruning, make_tiny_coco, tiny_config
 from tests.macs import count_macs, make_positive, zero_pruned_rows
-
-# The documented snippet, as a test applies it to a loaded config.
-SNIPPET_HOOK = dict(type='InTrainPruningHook', psi_target=0.5, b='auto',
-                    prune_start=2, prune_end=36, by_epoch=False)
-
 
 #: Detectors whose psi by training misses the 0.03 band in this short
 #: window, with the bound it must still meet. FCOS ends at 0.57: its task
 #: gradient holds the masks up against the proportional pull of b='auto'
 #: (README, "How the masks reach the target").
 KNOWN_LAG = {'fcos_r50': 0.6}
-
-
-def add_pruning(cfg, **hook_overrides):
-    """Apply the README's snippet (keeping every optim_wrapper key)."""
-    cfg.custom_imports = dict(imports=['mmprune'], allow_failed_imports=False)
-    amp = cfg.optim_wrapper.get('type') == 'AmpOptimWrapper'
-    cfg.optim_wrapper.type = 'PruneAmpOptimWrapper' if amp else \
-        'PruneOptimWrapper'
-    hook = dict(SNIPPET_HOOK, **hook_overrides)
-    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [hook]
-    return cfg
 
 
 class MaskRecorder(Hook):
