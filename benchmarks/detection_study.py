@@ -14,6 +14,10 @@ CPU demo's CenterNet DLA-34 (plain-conv neck, 128 x 416, 180 training and
   (`mmprune.engine.posttrain`, exact channel counts), then fine-tuned
   ``E - F`` epochs with the in-train run's optimizer and lr from epoch ``F``
   on. Total epochs match.
+* ``post_l1_floor`` / ``post_bn_floor`` (opt-in, ``--arms``): the same with
+  the in-train config's per-layer floor (Torch-Pruning's
+  ``max_pruning_ratio = 1 - min_channels``), so no layer is cut deeper
+  than the in-train run could cut it.
 
 With ``--fastat`` every arm trains on FastAT batches (eps 2/255, alpha
 2.5/255) and is tested clean and under PGD (eps 2/255, alpha 0.5/255,
@@ -56,7 +60,10 @@ from mmprune.engine.adversarial import apply_attack_option  # noqa: E402
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
 CLASSES = ('Car', 'Pedestrian', 'Cyclist')
-ARMS = ('dense', 'intrain', 'post_l1', 'post_bn')
+ARMS = ('dense', 'intrain', 'post_l1', 'post_bn', 'post_l1_floor',
+        'post_bn_floor')
+#: The arms a plain run compares (the floor arms are opt-in: --arms).
+DEFAULT_ARMS = ARMS[:4]
 
 
 def _metric(cls):
@@ -141,7 +148,7 @@ def run_intrain(args, seed, wd):
 
 
 def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
-             freeze):
+             freeze, max_layer_ratio=1.0):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
 
@@ -160,7 +167,8 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
     # jumps over the MACs band on this model, and exact counts can only
     # help the baseline at equal MACs.
     info = prune_post_train(model, torch.zeros(1, 3, h, w), [sample], psi,
-                            importance=importance, channel_multiple=1)
+                            importance=importance, channel_multiple=1,
+                            max_layer_ratio=max_layer_ratio)
     model.train()
     kwargs = {k: cfg.get(k) for k in (
         'train_dataloader', 'test_dataloader', 'train_cfg', 'test_cfg',
@@ -171,7 +179,8 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
     runner = Runner(model=model, work_dir=wd, cfg=cfg, **kwargs)
     runner.train()
     res = _scores(runner.test(), args)
-    res.update(psi=round(float(info['psi']), 4), importance=importance)
+    res.update(psi=round(float(info['psi']), 4), importance=importance,
+               max_layer_ratio=max_layer_ratio)
     return res
 
 
@@ -182,7 +191,13 @@ def main():
     p.add_argument('--prune-config', default=osp.join(
         DEMO, 'centernet_dla34_prune50_demo.py'))
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--arms', nargs='+', default=list(ARMS), choices=ARMS)
+    p.add_argument('--arms', nargs='+', default=list(DEFAULT_ARMS),
+                   choices=ARMS,
+                   help='dense always runs (the post-train arms start from '
+                   'it); without intrain, --psi gives the MACs target')
+    p.add_argument('--psi', type=float, default=None,
+                   help='MACs ratio of the post-train arms when intrain '
+                   'does not run (e.g. 0.4994, its earlier result)')
     p.add_argument('--epochs', type=int, default=None,
                    help='shorten every schedule to this many epochs')
     p.add_argument('--fastat', action='store_true')
@@ -196,6 +211,8 @@ def main():
     p.add_argument('--data-root', default=None)
     p.add_argument('--out', default=None)
     args = p.parse_args()
+    if 'intrain' not in args.arms and args.psi is None:
+        p.error('--psi is required when --arms leaves out intrain')
     if args.quick:
         args.seeds, args.epochs, args.num_images = args.seeds[:1], 2, 24
         args.pgd_steps = min(args.pgd_steps, 2)
@@ -215,13 +232,25 @@ def main():
         run = {'seed': seed}
         dense, ckpt = run_dense(args, seed, osp.join(wd, 'dense'), freeze)
         run['dense'] = dense
-        intrain, prune_cfg = run_intrain(args, seed, osp.join(wd, 'intrain'))
-        run['intrain'] = intrain
+        if 'intrain' in args.arms:
+            intrain, prune_cfg = run_intrain(args, seed,
+                                             osp.join(wd, 'intrain'))
+            run['intrain'] = intrain
+            psi = intrain['psi']
+        else:
+            prune_cfg = _prepare(args.prune_config, args, seed,
+                                 osp.join(wd, 'intrain'), args.epochs)
+            psi = args.psi
+        # The floor arms give Torch-Pruning the in-train run's per-layer
+        # floor: no layer loses more than 1 - min_channels of its channels.
+        mc = _prune_hook(prune_cfg).get('min_channels', 1)
+        floor = 1.0 - mc if isinstance(mc, float) and mc < 1 else 1.0
         for imp in ('l1', 'bn'):
-            arm = f'post_{imp}'
-            if arm in args.arms:
-                run[arm] = run_post(args, seed, osp.join(wd, arm), ckpt,
-                                    prune_cfg, intrain['psi'], imp, freeze)
+            for arm, cap in ((f'post_{imp}', 1.0),
+                             (f'post_{imp}_floor', floor)):
+                if arm in args.arms:
+                    run[arm] = run_post(args, seed, osp.join(wd, arm), ckpt,
+                                        prune_cfg, psi, imp, freeze, cap)
         runs.append(run)
     report = dict(setting=tag, seeds=args.seeds, quick=args.quick,
                   epochs=int(probe.train_cfg.max_epochs), freeze=freeze,

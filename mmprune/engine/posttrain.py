@@ -278,19 +278,49 @@ def _importance(name: str) -> tp.importance.Importance:
     return tp.importance.TaylorImportance()
 
 
+class _FlooredImportance(tp.importance.Importance):
+    """A Torch-Pruning importance whose groups each keep a per-layer floor.
+
+    Torch-Pruning 1.6's ``max_pruning_ratio`` does not bound one layer in a
+    one-shot global step: it only skips groups already cut below the floor
+    *before* the step, and caps the global ratio. Here, in each group of
+    ``n`` coupled channels, the ``ceil(n * (1 - max_ratio))`` most important
+    get a score above every other channel's (an offset larger than any
+    score), so the global threshold reaches them only after every
+    unprotected channel of every layer is gone. The ranking of the others
+    is unchanged.
+    """
+
+    def __init__(self, base: tp.importance.Importance, max_ratio: float):
+        self.base, self.max_ratio = base, max_ratio
+
+    def __call__(self, group, **kwargs):
+        imp = self.base(group, **kwargs)
+        if imp is None or self.max_ratio >= 1:
+            return imp
+        keep = math.ceil(len(imp) * (1 - self.max_ratio) - 1e-9)
+        out = imp.clone()
+        top = torch.topk(imp, keep).indices
+        out[top] += 1e6 * (1 + imp.abs().max())
+        return out
+
+
 def _prune(model: nn.Module, example: Tuple[Tensor, list], importance: str,
-           ratio: float, round_to: Optional[int], ignored: Sequence[str]
-           ) -> None:
-    """Prune ``model`` in place at channel pruning ``ratio`` (global)."""
+           ratio: float, round_to: Optional[int], ignored: Sequence[str],
+           max_layer_ratio: float = 1.0) -> None:
+    """Prune ``model`` in place at channel pruning ``ratio`` (global),
+    no layer losing more than ``max_layer_ratio`` of its channels."""
     modules = dict(model.named_modules())
     dcn_types = {type(m) for m in _deform_convs(model)}
     with _traceable(model):
         pruner = tp.pruner.BasePruner(
             model,
             example,
-            importance=_importance(importance),
+            importance=_FlooredImportance(_importance(importance),
+                                          max_layer_ratio),
             global_pruning=True,
             pruning_ratio=ratio,
+            max_pruning_ratio=max_layer_ratio,
             ignored_layers=[modules[n] for n in ignored],
             round_to=round_to,
             customized_pruners={t: DeformConvPruner() for t in dcn_types},
@@ -326,7 +356,8 @@ def prune_post_train(model: nn.Module,
                      channel_multiple: int = 1,
                      ignore: Optional[Sequence[str]] = None,
                      loss_fn: Optional[Callable[[nn.Module], Tensor]] = None,
-                     tol: float = 0.02) -> Dict[str, object]:
+                     tol: float = 0.02,
+                     max_layer_ratio: float = 1.0) -> Dict[str, object]:
     """Prune a trained detector's channels in place to a MACs target.
 
     Args:
@@ -350,6 +381,9 @@ def prune_post_train(model: nn.Module,
             the summed ``model.loss(inputs, samples_with_gt)``. It is
             backpropagated once; the gradients are cleared at the end.
         tol: the achieved ratio lands in ``[psi_target - tol, psi_target]``.
+        max_layer_ratio: the most of one layer's channels the global ranking
+            may remove (Torch-Pruning's ``max_pruning_ratio``); 0.5 is the
+            per-layer floor of an in-train run with ``min_channels=0.5``.
 
     Returns:
         dict with ``psi`` (achieved MACs ratio), ``macs_dense``, ``macs``
@@ -376,6 +410,10 @@ def prune_post_train(model: nn.Module,
         raise ValueError(
             f'prune_post_train: tol must be in (0, 1) (a MACs ratio), got '
             f'{tol!r}')
+    if not 0 < max_layer_ratio <= 1:
+        raise ValueError(
+            'prune_post_train: max_layer_ratio must be in (0, 1] (a share '
+            f'of one layer\'s channels), got {max_layer_ratio!r}')
     if int(channel_multiple) != channel_multiple or channel_multiple < 1:
         raise ValueError(
             f'prune_post_train: channel_multiple must be an int >= 1, got '
@@ -392,7 +430,7 @@ def prune_post_train(model: nn.Module,
     try:
         return _prune_to_target(model, inputs, data_samples, psi_target,
                                 importance, channel_multiple, ignored,
-                                loss_fn, tol)
+                                loss_fn, tol, max_layer_ratio)
     finally:
         if loss_fn is not None:
             model.zero_grad(set_to_none=True)
@@ -400,7 +438,8 @@ def prune_post_train(model: nn.Module,
 
 
 def _prune_to_target(model, inputs, data_samples, psi_target, importance,
-                     channel_multiple, ignored, loss_fn, tol) -> dict:
+                     channel_multiple, ignored, loss_fn, tol,
+                     max_layer_ratio) -> dict:
     """`prune_post_train` after its argument checks."""
     model.eval()
     example = (inputs, data_samples)
@@ -428,7 +467,8 @@ def _prune_to_target(model, inputs, data_samples, psi_target, importance,
 
     def measure(ratio: float) -> float:
         small = _copy_with_grads(model)
-        _prune(small, example, importance, ratio, round_to, ignored)
+        _prune(small, example, importance, ratio, round_to, ignored,
+               max_layer_ratio)
         psi = complexity(small, inputs, data_samples)['macs'] / macs_dense
         trials.append((ratio, psi))
         return psi
@@ -438,7 +478,8 @@ def _prune_to_target(model, inputs, data_samples, psi_target, importance,
         f'importance={importance!r}, channel_multiple={channel_multiple}, '
         f'{len(ignored)} layers ignored')
     if ratio > 0:
-        _prune(model, example, importance, ratio, round_to, ignored)
+        _prune(model, example, importance, ratio, round_to, ignored,
+               max_layer_ratio)
     final = complexity(model, inputs, data_samples)
     psi = final['macs'] / macs_dense
     if abs(psi - psi_trial) > 1e-9:

@@ -7,6 +7,7 @@ importance has something to rank. Each case prunes at 64 x 160 in a few
 seconds on 2 cores.
 """
 import copy
+import math
 import os.path as osp
 
 import pytest
@@ -140,6 +141,27 @@ def test_channel_multiple(dense, batch):
     assert changed
     assert all(new[n] % 16 == 0 for n in changed), \
         {n: new[n] for n in changed if new[n] % 16}
+
+
+def test_max_layer_ratio_is_a_per_layer_floor(dense, batch):
+    x, samples = batch
+    old = widths(dense)
+    free = copy.deepcopy(dense)
+    prune_post_train(free, x, samples, 0.5)
+    cut = {n: 1 - m / old[n] for n, m in widths(free).items()}
+    # Without a floor, the global ranking cuts some layer by more than 40 %.
+    assert max(cut.values()) > 0.4
+    model = copy.deepcopy(dense)
+    res = prune_post_train(model, x, samples, 0.5, max_layer_ratio=0.4)
+    assert 0.48 <= res['psi'] <= 0.5
+    new = widths(model)
+    # Every conv keeps at least 60 % of its width, by a hand count.
+    assert all(new[n] >= math.ceil(0.6 * old[n]) for n in old), \
+        {n: (new[n], old[n]) for n in old if new[n] < 0.6 * old[n]}
+    assert any(new[n] < old[n] for n in old)
+    with pytest.raises(ValueError, match='max_layer_ratio must be in'):
+        prune_post_train(copy.deepcopy(dense), x, samples, 0.5,
+                         max_layer_ratio=0.0)
 
 
 def test_ignore_keeps_modules_whole(dense, batch):
