@@ -12,7 +12,6 @@ what it models, and the tracer keeps them and reports the function.
 
 from typing import (
     TYPE_CHECKING,
-    Any,
     Callable,
     Dict,
     Iterable,
@@ -21,7 +20,6 @@ from typing import (
     Tuple,
 )
 
-import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -147,7 +145,7 @@ def normalise(raw: str) -> Tuple[str, bool, bool]:
     return _ALIASES.get(name, name), rev, inplace
 
 
-def _arg(args, kwargs, pos: int, key: str, default=None):
+def arg(args, kwargs, pos: int, key: str, default=None):
     if key in kwargs:
         return kwargs[key]
     return args[pos] if len(args) > pos else default
@@ -160,21 +158,21 @@ def _bounded_at_zero(base: str, args, kwargs) -> Optional[float]:
     ``f(0) == 0`` (e.g. ``hardtanh(0.1, 1)`` maps it to 0.1).
     """
     if base == 'threshold':  # y = x if x > threshold else value
-        th = _arg(args, kwargs, 1, 'threshold')
-        value = _arg(args, kwargs, 2, 'value')
+        th = arg(args, kwargs, 1, 'threshold')
+        value = arg(args, kwargs, 2, 'value')
         if not (_is_num(th) and _is_num(value)):
             return None
         return 0.0 if 0 > th else float(value)
     if base == 'hardtanh':
-        lo = _arg(args, kwargs, 1, 'min_val', -1.0)
-        hi = _arg(args, kwargs, 2, 'max_val', 1.0)
+        lo = arg(args, kwargs, 1, 'min_val', -1.0)
+        hi = arg(args, kwargs, 2, 'max_val', 1.0)
     elif base == 'clamp_min':
-        lo, hi = _arg(args, kwargs, 1, 'min'), None
+        lo, hi = arg(args, kwargs, 1, 'min'), None
     elif base == 'clamp_max':
-        lo, hi = None, _arg(args, kwargs, 1, 'max')
+        lo, hi = None, arg(args, kwargs, 1, 'max')
     else:  # clamp / clip
-        lo = _arg(args, kwargs, 1, 'min')
-        hi = _arg(args, kwargs, 2, 'max')
+        lo = arg(args, kwargs, 1, 'min')
+        hi = arg(args, kwargs, 2, 'max')
     if not all(v is None or _is_num(v) for v in (lo, hi)):
         return None
     y = 0.0 if lo is None else max(0.0, float(lo))
@@ -198,7 +196,7 @@ def _op_unary(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
             return False
         nonzero = f0 != 0
     elif base == 'pow':
-        e = _arg(args, kwargs, 1, 'exponent')
+        e = arg(args, kwargs, 1, 'exponent')
         if rev or not isinstance(e, (int, float)):
             return False
         nonzero = e <= 0
@@ -223,9 +221,9 @@ def _op_spatial(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
 def _op_pad(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else kwargs.get('input')
     info = ctx.info(x) if isinstance(x, Tensor) else None
-    pad = _arg(args, kwargs, 1, 'pad')
-    mode = _arg(args, kwargs, 2, 'mode', 'constant')
-    value = _arg(args, kwargs, 3, 'value', None)
+    pad = arg(args, kwargs, 1, 'pad')
+    mode = arg(args, kwargs, 2, 'mode', 'constant')
+    value = arg(args, kwargs, 3, 'value', None)
     if info is None or pad is None:
         return False
     if info.cdim >= x.dim() - len(pad) // 2:
@@ -335,11 +333,11 @@ def _op_elementwise(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
 
 
 def _op_cat(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
-    seq = _arg(args, kwargs, 0, 'tensors')
+    seq = arg(args, kwargs, 0, 'tensors')
     if not isinstance(seq, (list, tuple)) or not isinstance(out, Tensor):
         return False
     nd = out.dim()
-    dim = _arg(args, kwargs, 1, 'dim', 0) % nd  # stack: an axis of `out`
+    dim = arg(args, kwargs, 1, 'dim', 0) % nd  # stack: an axis of `out`
     infos = [ctx.info(t) for t in seq]
     cdims = {
         (i.cdim + 1 if base == 'stack' and dim <= i.cdim else i.cdim)
@@ -385,7 +383,7 @@ def _op_split(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     if info is None:
         return False
     pos = 1 if base == 'unbind' else 2
-    dim = _arg(args, kwargs, pos, 'dim', 0) % x.dim()
+    dim = arg(args, kwargs, pos, 'dim', 0) % x.dim()
     if dim == info.cdim:
         return False
     cdim = (
@@ -437,125 +435,10 @@ def _op_permute(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     elif base == 't':
         p = (nd - 1 - info.cdim) if nd == 2 else info.cdim
     else:  # transpose
-        d0 = _arg(args, kwargs, 1, 'dim0') % nd
-        d1 = _arg(args, kwargs, 2, 'dim1') % nd
+        d0 = arg(args, kwargs, 1, 'dim0') % nd
+        d1 = arg(args, kwargs, 2, 'dim1') % nd
         p = d1 if info.cdim == d0 else d0 if info.cdim == d1 else info.cdim
     ctx.set(out, info.segs, p)
-    return True
-
-
-def _op_narrow(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
-    x = args[0] if args else None
-    info = ctx.info(x) if isinstance(x, Tensor) else None
-    if info is None or not isinstance(out, Tensor):
-        return False
-    dim = _arg(args, kwargs, 1, 'dim') % x.dim()
-    if dim == info.cdim:
-        return False
-    p = info.cdim - 1 if (base == 'select' and dim < info.cdim) else info.cdim
-    ctx.set(out, info.segs, p)
-    return True
-
-
-def _fixed_run(segs, lo: int, hi: int) -> bool:
-    """Whether channels ``[lo, hi)`` of ``segs`` are all fixed."""
-    pos = 0
-    for s in segs:
-        if s.gid != FIXED and pos < hi and pos + s.length > lo:
-            return False
-        pos += s.length
-    return True
-
-
-def _cut(segs, lo: int, hi: int):
-    """Channels ``[lo, hi)`` of ``segs`` (segments split where needed)."""
-    out, pos = [], 0
-    for s in segs:
-        a, b = max(lo, pos), min(hi, pos + s.length)
-        if a < b:
-            part = s._replace(start=s.start + a - pos, length=b - a)
-            if part.dirty is not None and part.dirty[0] == 'm':
-                part = part._replace(dirty=('m', s.dirty[1],
-                                            s.dirty[2] + a - pos))
-            out.append(part)
-        pos += s.length
-    return tuple(out)
-
-
-def _channel_slice(segs, sl: slice, c: int):
-    """Segments ``sl`` selects from a channel axis of width ``c``, or None.
-
-    The export keeps the code's slice as written, so each bound must select
-    the same channels after pruning: a bound ``k >= 0`` needs channels
-    ``[0, k)`` fixed, a bound ``-k`` needs the last ``k`` fixed (SOLOv2's
-    ``feat[:, :-2]`` drops two fixed coordinate channels).
-    """
-    if sl.step not in (None, 1):
-        return None
-    for bound in (sl.start, sl.stop):
-        if bound is None:
-            continue
-        if not isinstance(bound, int):
-            return None
-        lo, hi = (0, min(bound, c)) if bound >= 0 else (max(c + bound, 0), c)
-        if not _fixed_run(segs, lo, hi):
-            return None
-    lo, hi, _ = sl.indices(c)
-    return _cut(segs, lo, max(lo, hi))
-
-
-def _index_dims(i) -> int:
-    """Axes one index consumes: a bool mask its own rank, anything else 1."""
-    return i.dim() if isinstance(i, Tensor) and i.dtype == torch.bool else 1
-
-
-def _op_getitem(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
-    """Basic indexing, plus one integer / bool tensor index before the
-    channel axis (``feats[inds]`` on RoI features)."""
-    x, idx = args[0], args[1]
-    info = ctx.info(x) if isinstance(x, Tensor) else None
-    if info is None or not isinstance(out, Tensor):
-        return False
-    idx = idx if isinstance(idx, tuple) else (idx,)
-    if sum(1 for i in idx if isinstance(i, Tensor)) > 1 or any(
-        not (i is None or i is Ellipsis
-             or isinstance(i, (int, slice, Tensor)))
-        or isinstance(i, bool)
-        for i in idx
-    ):
-        return False
-    used = sum(_index_dims(i) for i in idx
-               if i is not None and i is not Ellipsis)
-    expanded: List[Any] = []
-    for i in idx:
-        if i is Ellipsis:
-            expanded.extend([slice(None)] * (x.dim() - used))
-        else:
-            expanded.append(i)
-    d_in = d_out = 0
-    p, segs = None, info.segs
-    for i in expanded:
-        if i is None:
-            d_out += 1
-            continue
-        if isinstance(i, Tensor):
-            if d_in <= info.cdim < d_in + _index_dims(i):
-                return 'are indexed by a tensor'
-            d_in += _index_dims(i)
-            d_out += 1 if i.dtype == torch.bool else i.dim()
-            continue
-        if d_in == info.cdim:
-            if not isinstance(i, slice):
-                return 'are selected one by one by __getitem__'
-            segs = _channel_slice(info.segs, i, x.shape[d_in])
-            if segs is None:
-                return 'are sliced by __getitem__ at prunable positions'
-            p = d_out
-        d_in += 1
-        d_out += 0 if isinstance(i, int) else 1
-    if p is None:
-        p = d_out + (info.cdim - d_in)
-    ctx.set(out, segs, p)
     return True
 
 
@@ -573,7 +456,7 @@ def _op_reduce(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     y = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(y, Tensor):
         return False
-    dim = _arg(args, kwargs, 2 if base == 'norm' else 1, 'dim')
+    dim = arg(args, kwargs, 2 if base == 'norm' else 1, 'dim')
     if isinstance(dim, Tensor):
         return False
     dims = set(range(x.dim())) if dim is None else {
@@ -604,7 +487,7 @@ def _op_reduce(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
 def _op_softmax(ctx: 'TraceContext', base, rev, args, kwargs, out, where):
     x = args[0] if args else None
     info = ctx.info(x) if isinstance(x, Tensor) else None
-    dim = _arg(args, kwargs, 1, 'dim')
+    dim = arg(args, kwargs, 1, 'dim')
     if info is None or dim is None or dim % x.dim() == info.cdim:
         return False
     ctx.set(
@@ -631,11 +514,8 @@ for _n in _words(
     OPS[_n] = _op_reshape
 for _n in ('permute', 'transpose', 't'):
     OPS[_n] = _op_permute
-for _n in ('narrow', 'select', 'index_select'):
-    OPS[_n] = _op_narrow
 for _n in _REDUCE_ZERO | _REDUCE_NONZERO:
     OPS[_n] = _op_reduce
 OPS['softmax'] = _op_softmax
 OPS['log_softmax'] = _op_softmax
-OPS['getitem'] = _op_getitem
 OPS['pad'] = _op_pad

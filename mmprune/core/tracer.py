@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .layer_registry import Handler, matches, registered_handlers
+from .trace_index import INDEX_OPS
 from .trace_ops import (
     CREATE,
     FIXED,
@@ -556,7 +557,7 @@ class TraceContext:
             and self.info(args[0]) is None
         ):
             return  # the traced tensor only lends its dtype / shape
-        rule = OPS.get(base)
+        rule = OPS.get(base) or INDEX_OPS.get(base)
         if rule is None:
             self._unknown(raw, ins, outs, where)
             return
