@@ -19,12 +19,6 @@ from mmprune.engine.hooks import MASKS_ATTR, InTrainPruningHook
 from tests.dropin import add_pruning, make_tiny_coco, tiny_config
 from tests.macs import count_macs, make_positive, zero_pruned_rows
 
-#: Detectors whose psi by training misses the 0.03 band in this short
-#: window, with the bound it must still meet. FCOS ends at 0.57: its task
-#: gradient holds the masks up against the proportional pull of b='auto'
-#: (README, "How the masks reach the target").
-KNOWN_LAG = {'fcos_r50': 0.6}
-
 
 class MaskRecorder(Hook):
     """Records the binary masks after every iteration."""
@@ -123,13 +117,9 @@ def test_snippet_prunes_shipped_detectors(name, size, tmp_path):
     rep = hook.freeze_report
     channels = sum(g.size for g in hook.plan.groups.values())
     assert rep.psi_before == pytest.approx(trained)
-    if name in KNOWN_LAG:
-        # A documented miss (README): psi still falls, but lags.
-        assert trained <= KNOWN_LAG[name], curve
-    else:
-        assert abs(trained - 0.5) <= 0.03, curve
-        # The projection at the freeze is a safety net: <= 3 % of channels.
-        assert rep.dropped + rep.restored <= 0.03 * channels
+    assert abs(trained - 0.5) <= 0.03, curve
+    # The projection at the freeze is a safety net: <= 3 % of channels.
+    assert rep.dropped + rep.restored <= 0.03 * channels
 
     # psi meets the target band after the freeze and was logged.
     psi = hook.current_psi()
