@@ -35,6 +35,9 @@ from .trace_ops import (
     tensors_in,
 )
 
+#: Every torch-function rule, by normalised name (built once).
+_RULES = {**OPS, **INDEX_OPS}
+
 
 class _Seg(NamedTuple):
     gid: int  # group id, or FIXED
@@ -557,7 +560,7 @@ class TraceContext:
             and self.info(args[0]) is None
         ):
             return  # the traced tensor only lends its dtype / shape
-        rule = OPS.get(base) or INDEX_OPS.get(base)
+        rule = _RULES.get(base)
         if rule is None:
             self._unknown(raw, ins, outs, where)
             return
