@@ -24,11 +24,17 @@ With ``--fastat`` every arm trains on FastAT batches (eps 2/255, alpha
 ``--pgd-steps``), the seed's Table 2 setting.
 
 Reported per arm: Car / Pedestrian / Cyclist AP40 moderate (and PGD AP),
-MACs ratio, and for ``intrain`` psi by training alone and the channels the
-projection moved; mean and std over seeds.
+MACs ratio, wall seconds, and for ``intrain`` psi by training alone and the
+channels the projection moved; mean and std over seeds.
+
+``--out`` is rewritten after every arm (``"partial": true`` until the last
+one), and ``--resume`` keeps the arms that file already holds, so a long
+study survives an interrupted session; the dense checkpoint a post-train arm
+starts from must still be in ``--work-dir``.
 
     python benchmarks/detection_study.py [--seeds 0 1 2] [--fastat] \\
-        [--quick] [--out work_dirs/detection_study/study.json]
+        [--arms ...] [--test-images N] [--resume] [--quick] \\
+        [--out work_dirs/detection_study/study.json]
 
 Prints one JSON object and a summary line; writes it to ``--out``.
 """
@@ -79,6 +85,8 @@ def _prepare(path, args, seed, work_dir, epochs=None):
         cfg[key].persistent_workers = False
     if epochs is not None:
         _shorten(cfg, epochs)
+    if args.test_images is not None:
+        cfg.test_dataloader.dataset.indices = args.test_images
     if args.fastat:
         loop = cfg.train_cfg.get('type', 'EpochBasedTrainLoop')
         cfg.train_cfg.type = _ADV_LOOPS.get(loop, loop)
@@ -151,11 +159,14 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
              freeze, max_layer_ratio=1.0):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
+    from mmengine.registry import init_default_scope
 
     from mmprune.engine.posttrain import prune_post_train
     cfg = finetune_cfg(prune_cfg, freeze)
     cfg.work_dir = wd
     cfg.visualizer.name = f'visualizer_{wd}'
+    # A resumed study may reach here before any Runner set the scope.
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)
     load_checkpoint(model, dense_ckpt, map_location='cpu')
     h, w = args.shape
@@ -184,6 +195,33 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
     return res
 
 
+#: Settings a resumed study must share with the file it resumes.
+_RESUME_KEYS = ('setting', 'epochs', 'freeze', 'num_images', 'pgd_steps',
+                'test_images')
+
+
+def _load_resume(path, expect):
+    """Runs of an earlier ``--out`` file, keyed by seed; {} if none."""
+    if not osp.isfile(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    for key in _RESUME_KEYS:
+        if old.get(key) != expect[key]:
+            raise SystemExit(
+                f'{path}: cannot resume, its {key}={old.get(key)!r} but '
+                f'this run has {key}={expect[key]!r}')
+    return {r['seed']: r for r in old['runs']}
+
+
+def _timed(fn, *a, **kw):
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    res = out[0] if isinstance(out, tuple) else out
+    res['wall_s'] = round(time.perf_counter() - t0, 1)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--base-config', default=osp.join(
@@ -204,6 +242,10 @@ def main():
     p.add_argument('--pgd-steps', type=int, default=20)
     p.add_argument('--num-images', type=int, default=240)
     p.add_argument('--shape', type=int, nargs=2, default=(128, 416))
+    p.add_argument('--test-images', type=int, default=None,
+                   help='test on the first N validation frames (all: 60)')
+    p.add_argument('--resume', action='store_true',
+                   help='keep the arms --out already holds')
     p.add_argument('--quick', action='store_true',
                    help='1 seed, 24 frames, 2 epochs: checks the pipeline')
     p.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs',
@@ -224,23 +266,42 @@ def main():
                              img_size=tuple(args.shape), seed=0)
     probe = _prepare(args.prune_config, args, 0, args.work_dir, args.epochs)
     freeze = int(_prune_hook(probe).prune_end)
+    tag = 'fastat' if args.fastat else 'clean'
+    out = args.out or osp.join(args.work_dir, f'study_{tag}.json')
+    head = dict(setting=tag, seeds=args.seeds, quick=args.quick,
+                epochs=int(probe.train_cfg.max_epochs), freeze=freeze,
+                num_images=args.num_images, pgd_steps=args.pgd_steps,
+                test_images=args.test_images)
+    done = _load_resume(out, head) if args.resume else {}
     t0 = time.perf_counter()
     runs = []
-    tag = 'fastat' if args.fastat else 'clean'
+
+    def write(partial):
+        report = dict(head, partial=partial,
+                      wall_s=round(time.perf_counter() - t0, 1), runs=runs,
+                      summary=summarise(runs, ARMS))
+        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+        with open(out, 'w') as f:
+            f.write(json.dumps(report, indent=1))
+        return report
+
     for seed in args.seeds:
         wd = osp.join(args.work_dir, tag, f'seed{seed}')
-        run = {'seed': seed}
-        dense, ckpt = run_dense(args, seed, osp.join(wd, 'dense'), freeze)
-        run['dense'] = dense
-        if 'intrain' in args.arms:
-            intrain, prune_cfg = run_intrain(args, seed,
-                                             osp.join(wd, 'intrain'))
-            run['intrain'] = intrain
-            psi = intrain['psi']
+        run = dict(done.get(seed, {'seed': seed}))
+        runs.append(run)
+        ckpt = osp.join(wd, 'dense', f'epoch_{freeze}.pth')
+        if 'dense' not in run:
+            run['dense'], ckpt = _timed(run_dense, args, seed,
+                                        osp.join(wd, 'dense'), freeze)
+            write(True)
+        if 'intrain' in args.arms and 'intrain' not in run:
+            run['intrain'], prune_cfg = _timed(run_intrain, args, seed,
+                                               osp.join(wd, 'intrain'))
+            write(True)
         else:
             prune_cfg = _prepare(args.prune_config, args, seed,
                                  osp.join(wd, 'intrain'), args.epochs)
-            psi = args.psi
+        psi = run['intrain']['psi'] if 'intrain' in run else args.psi
         # The floor arms give Torch-Pruning the in-train run's per-layer
         # floor: no layer loses more than 1 - min_channels of its channels.
         mc = _prune_hook(prune_cfg).get('min_channels', 1)
@@ -248,21 +309,17 @@ def main():
         for imp in ('l1', 'bn'):
             for arm, cap in ((f'post_{imp}', 1.0),
                              (f'post_{imp}_floor', floor)):
-                if arm in args.arms:
-                    run[arm] = run_post(args, seed, osp.join(wd, arm), ckpt,
-                                        prune_cfg, psi, imp, freeze, cap)
-        runs.append(run)
-    report = dict(setting=tag, seeds=args.seeds, quick=args.quick,
-                  epochs=int(probe.train_cfg.max_epochs), freeze=freeze,
-                  num_images=args.num_images, pgd_steps=args.pgd_steps,
-                  wall_s=round(time.perf_counter() - t0, 1), runs=runs,
-                  summary=summarise(runs, ARMS))
-    text = json.dumps(report, indent=1)
-    print(text)
-    out = args.out or osp.join(args.work_dir, f'study_{tag}.json')
-    os.makedirs(osp.dirname(out), exist_ok=True)
-    with open(out, 'w') as f:
-        f.write(text)
+                if arm in args.arms and arm not in run:
+                    if not osp.isfile(ckpt):
+                        raise SystemExit(
+                            f'{arm}, seed {seed}: the dense checkpoint '
+                            f'{ckpt} is missing (--work-dir changed?)')
+                    run[arm] = _timed(run_post, args, seed,
+                                      osp.join(wd, arm), ckpt, prune_cfg,
+                                      psi, imp, freeze, cap)
+                    write(True)
+    report = write(False)
+    print(json.dumps(report, indent=1))
     s = report['summary']
     print('SUMMARY Car AP40 moderate ' + tag + ': ' + '; '.join(
         f'{a} {s[a]["Car"]["mean"]:.1f} +- {s[a]["Car"]["std"]:.1f}'

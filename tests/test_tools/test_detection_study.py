@@ -31,3 +31,28 @@ def test_quick_study_writes_its_json(tmp_path):
         assert psi - 0.02 - 1e-6 <= run[arm]['psi'] <= psi + 1e-6, arm
     assert set(rep['summary']) == {'dense', 'intrain', 'post_l1', 'post_bn'}
     assert rep['summary']['intrain']['Car']['std'] == 0.0
+
+    # --resume keeps every arm the file holds (the same wall_s: not re-run)
+    # and runs only the missing one.
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'detection_study.py'),
+         '--quick', '--work-dir', str(tmp_path / 'w'), '--out', str(out),
+         '--resume', '--arms', 'dense', 'intrain', 'post_l1',
+         'post_l1_floor'],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.read_text())
+    assert again['partial'] is False
+    for arm in ('dense', 'intrain', 'post_l1', 'post_bn'):
+        assert again['runs'][0][arm] == run[arm], arm
+    floor = again['runs'][0]['post_l1_floor']
+    assert floor['max_layer_ratio'] == 0.5 and floor['wall_s'] > 0
+
+    # A resumed file must share the study's settings.
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'detection_study.py'),
+         '--quick', '--work-dir', str(tmp_path / 'w'), '--out', str(out),
+         '--resume', '--test-images', '8'],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode != 0
+    assert 'test_images=None but this run has test_images=8' in proc.stderr
