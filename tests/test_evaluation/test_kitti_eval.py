@@ -639,3 +639,58 @@ def test_result_lines_have_16_columns(tmp_path):
     write_kitti_result_file(str(tmp_path / 'empty.txt'),
                             dt())
     assert (tmp_path / 'empty.txt').read_text() == ''
+
+
+# ----------------------------------------------------------------------------
+# The devkit's cap below 41 boxes (kitti_caps)
+# ----------------------------------------------------------------------------
+def _perfect(n_gt):
+    """One image per Cyclist, 50 px tall, each found exactly (distinct
+    scores)."""
+    gts, dts = [], []
+    for i in range(n_gt):
+        box = np.array([[10.0, 10.0, 40.0, 60.0]])
+        gts.append(dict(name=np.array(['Cyclist']), truncated=np.zeros(1),
+                        occluded=np.zeros(1, dtype=np.int64), bbox=box))
+        dts.append(dict(name=np.array(['Cyclist']), bbox=box.copy(),
+                        score=np.array([0.99 - i * 1e-3])))
+    return gts, dts
+
+
+@pytest.mark.parametrize('n_gt, ap40, ap11', [
+    (20, 19 / 40, 5 / 11),   # samples 0..19 are 1; AP11 hits 0, 4, .., 16
+    (40, 39 / 40, 10 / 11),  # samples 0..39; AP11 misses only sample 40
+    (41, 1.0, 1.0),          # enough boxes: every sample reached
+])
+def test_perfect_detections_are_capped_below_41_boxes(n_gt, ap40, ap11):
+    """Hand count of the devkit's getThresholds: with n <= 40 boxes every TP
+    score is kept and recall advances 1/40 per kept score, so only the first
+    n of the 41 precision samples are non-zero. The loop reference agrees."""
+    from mmprune.evaluation.functional import ap40_cap, capped_levels
+    gts, dts = _perfect(n_gt)
+    ours = kitti_eval_2d(gts, dts, classes=['Cyclist'])
+    ref = ref_kitti_eval(gts, dts, classes=('Cyclist',))
+    assert ours['Cyclist_AP40_moderate'] == pytest.approx(100 * ap40)
+    assert ours['Cyclist_AP11_moderate'] == pytest.approx(100 * ap11)
+    assert ref['Cyclist_AP40_moderate'] == pytest.approx(100 * ap40)
+    assert ap40_cap(n_gt) == pytest.approx(100 * ap40)
+    lines = capped_levels(gts, ['Cyclist'])
+    if n_gt <= 40:
+        assert f'Cyclist moderate: {n_gt} boxes, AP40 <= {100 * ap40:.1f}' \
+            in lines
+    else:
+        assert lines == []
+
+
+def test_valid_gt_counts_follow_the_difficulty_filters():
+    """Hand count: a 30 px box is moderate but not easy; occluded 2 is hard
+    only; truncated 0.4 is hard only; the neighbour class never counts."""
+    from mmprune.evaluation.functional import valid_gt_counts
+    g = dict(name=np.array(['Car', 'Car', 'Car', 'Car', 'Van']),
+             truncated=np.array([0.0, 0.0, 0.0, 0.4, 0.0]),
+             occluded=np.array([0, 0, 2, 0, 0]),
+             bbox=np.array([[0, 0, 50, 50], [0, 0, 50, 30], [0, 0, 50, 50],
+                            [0, 0, 50, 50], [0, 0, 50, 50]], dtype=float))
+    n = valid_gt_counts([g, g], ['Car'])
+    assert n == {('Car', 'easy'): 2, ('Car', 'moderate'): 4,
+                 ('Car', 'hard'): 8}

@@ -199,3 +199,25 @@ def test_kitti_dataset_meta_reaches_the_metric(tmp_path):
     res = metric.compute_metrics(metric.results)
     assert res == kitti_eval_2d(gts, dts)
     assert res['Car_AP40_moderate'] > 0
+
+
+def test_capped_ap_is_logged_with_the_level_and_count():
+    """Two images hold 2 valid Cars (moderate), 1 Pedestrian and no
+    Cyclist: the metric warns that their AP40 cannot exceed 2.5, 0 and 0."""
+    from mmengine.logging import MMLogger
+    metric = make_metric()
+    metric.process({}, two_images())
+    logger = MMLogger.get_instance('kitti_cap_test')
+    records = []
+    handler = __import__('logging').Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        metric.evaluate(size=2)
+    finally:
+        logger.removeHandler(handler)
+    text = ' '.join(r.getMessage() for r in records
+                    if r.levelname == 'WARNING')
+    assert 'Car moderate: 2 boxes, AP40 <= 2.5' in text
+    assert 'Pedestrian moderate: 1 boxes, AP40 <= 0.0' in text
+    assert 'Cyclist hard: 0 boxes, AP40 <= 0.0' in text

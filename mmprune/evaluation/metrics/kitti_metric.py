@@ -14,6 +14,7 @@ from terminaltables import AsciiTable
 from ..functional import (
     DIFFICULTIES,
     KITTI_IOU_THRESHOLDS,
+    capped_levels,
     kitti_eval_2d,
     resolve_iou_thresholds,
     write_kitti_result_file,
@@ -229,6 +230,17 @@ class KittiMetric(BaseMetric):
         for name in classes + ['Overall']:
             rows.append([name] + [f'{ap[f"{name}_AP{k}_{d}"]:.2f}'
                                   for k in (40, 11) for d in DIFFICULTIES])
+        gts = [r['gt'] for r in results]
+        capped = capped_levels(gts, classes)
+        if capped:
+            # The devkit's threshold sampling caps AP40 below 40 boxes
+            # (kitti_caps); say so rather than report it as detector quality.
+            logger.warning(
+                f'KITTI AP on {len(results)} images is capped by the devkit '
+                'rule (fewer than 41 valid boxes: even perfect detections '
+                'score at most 100 * (n - 1) / 40 AP40): ' +
+                '; '.join(capped) + '. Test on more images for AP that '
+                'can reach 100.')
         thrs = resolve_iou_thresholds(classes, self.iou_thresholds)
         logger.info(f'KITTI 2D AP on {len(results)} images (devkit rules, '
                     'IoU > ' + ', '.join(
