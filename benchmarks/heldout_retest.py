@@ -28,7 +28,11 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from study_common import heldout_test_set, use_test_set  # noqa: E402
+from study_common import (  # noqa: E402
+    HELDOUT_SEED,
+    heldout_test_set,
+    use_test_set,
+)
 
 import mmprune  # noqa: E402,F401
 
@@ -54,6 +58,9 @@ def main():
     p.add_argument('--config', required=True)
     p.add_argument('--ckpts', nargs='+', required=True)
     p.add_argument('--heldout', type=int, default=240)
+    p.add_argument('--heldout-seed', type=int, default=HELDOUT_SEED,
+                   help='generator seed of the held-out set (not 0, the '
+                   'training set\'s)')
     p.add_argument('--shape', type=int, nargs=2, default=(128, 416))
     p.add_argument('--work-dir', default=osp.join(
         osp.dirname(osp.dirname(osp.abspath(__file__))), 'work_dirs',
@@ -63,7 +70,10 @@ def main():
     for ck in args.ckpts:
         if not osp.isfile(ck):
             p.error(f'--ckpts: {ck} does not exist')
-    root, ann = heldout_test_set(args.work_dir, args.heldout, args.shape)
+    if args.heldout_seed == 0:
+        p.error('--heldout-seed 0 draws the training frames; pick another')
+    root, ann = heldout_test_set(args.work_dir, args.heldout, args.shape,
+                                 args.heldout_seed)
     runs = []
     for i, ck in enumerate(args.ckpts):
         res = retest(args.config, ck, root, ann,
@@ -75,7 +85,8 @@ def main():
         summary[c] = dict(mean=round(statistics.mean(vals), 2),
                           std=round(statistics.stdev(vals), 2)
                           if len(vals) > 1 else 0.0)
-    out = dict(config=args.config, heldout=args.heldout, runs=runs,
+    out = dict(config=args.config, heldout=args.heldout,
+               heldout_seed=args.heldout_seed, runs=runs,
                summary=summary)
     text = json.dumps(out, indent=1)
     print(text)

@@ -22,19 +22,26 @@ HELDOUT_SEED = 1
 
 
 def heldout_test_set(work_dir: str, n: int,
-                     shape: Tuple[int, int] = (128, 416)) -> Tuple[str, str]:
+                     shape: Tuple[int, int] = (128, 416),
+                     seed: int = HELDOUT_SEED) -> Tuple[str, str]:
     """Write (once) ``n`` synthetic frames for testing only.
+
+    ``seed`` is the generator's (0 is the training set's, so it is refused).
 
     Returns:
         ``(data_root, ann_file)``; ``ann_file`` lists every frame.
     """
     from mmprune.datasets.synthetic_kitti import make_synthetic_kitti
-    root = osp.join(work_dir, f'kitti_synth_heldout_{n}')
+    if seed == 0:
+        raise ValueError('heldout_test_set: seed=0 draws the training '
+                         'frames; expected another generator seed')
+    root = osp.join(work_dir, f'kitti_synth_heldout_{n}'
+                    + ('' if seed == HELDOUT_SEED else f'_seed{seed}'))
     ann = osp.join(root, 'test_ids.txt')
     if not osp.isfile(ann):
         os.makedirs(root, exist_ok=True)
         ids = make_synthetic_kitti(root, num_images=n, img_size=tuple(shape),
-                                   seed=HELDOUT_SEED)
+                                   seed=seed)
         with open(ann, 'w') as f:
             f.write('\n'.join(ids) + '\n')
     return root, ann

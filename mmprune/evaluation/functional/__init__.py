@@ -4,10 +4,9 @@ from .kitti_eval import (
     DIFFICULTIES,
     KITTI_IOU_THRESHOLDS,
     kitti_eval_2d,
-    kitti_result_lines,
     resolve_iou_thresholds,
-    write_kitti_result_file,
 )
+from .kitti_results import kitti_result_lines, write_kitti_result_file
 
 __all__ = [
     'DIFFICULTIES', 'KITTI_IOU_THRESHOLDS', 'ap40_cap', 'capped_levels',

@@ -1,0 +1,93 @@
+"""The studies' held-out test set: its own frames, uncapped, test only."""
+import os
+import os.path as osp
+import sys
+
+import pytest
+from mmengine.config import Config
+
+from mmprune.evaluation.functional import valid_gt_counts
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+
+from study_common import heldout_test_set, use_test_set  # noqa: E402
+
+
+def _read_labels(root, ids):
+    """KITTI label files parsed by hand into kitti_eval_2d's GT dicts."""
+    annos = []
+    for i in ids:
+        name, trunc, occ, box = [], [], [], []
+        path = osp.join(root, 'training', 'label_2', f'{i}.txt')
+        with open(path) as f:
+            for line in f:
+                tok = line.split()
+                name.append(tok[0])
+                trunc.append(float(tok[1]))
+                occ.append(int(tok[2]))
+                box.append([float(t) for t in tok[4:8]])
+        annos.append(dict(name=name, truncated=trunc, occluded=occ,
+                          bbox=box))
+    return annos
+
+
+def test_heldout_set_is_new_frames_listed_once(tmp_path):
+    root, ann = heldout_test_set(str(tmp_path), 6, (64, 192))
+    with open(ann) as f:
+        ids = f.read().split()
+    assert ids == [f'{i:06d}' for i in range(6)]
+    img = osp.join(root, 'training', 'image_2', '000000.png')
+    stamp = os.stat(img).st_mtime_ns
+    # A second call reuses the files instead of writing them again.
+    assert heldout_test_set(str(tmp_path), 6, (64, 192)) == (root, ann)
+    assert os.stat(img).st_mtime_ns == stamp
+    # Not the training set's frames: the training generator (seed 0) labels
+    # the same frame ids differently.
+    from mmprune.datasets.synthetic_kitti import make_synthetic_kitti
+    train = tmp_path / 'train'
+    make_synthetic_kitti(str(train), num_images=6, img_size=(64, 192))
+    assert _read_labels(root, ids) != _read_labels(str(train), ids)
+
+
+def test_240_heldout_frames_leave_no_moderate_level_capped(tmp_path):
+    root, ann = heldout_test_set(str(tmp_path), 240)
+    with open(ann) as f:
+        ids = f.read().split()
+    counts = valid_gt_counts(_read_labels(root, ids),
+                             ('Car', 'Pedestrian', 'Cyclist'))
+    for cls in ('Car', 'Pedestrian', 'Cyclist'):
+        # More than 40 boxes: the devkit's AP40 can reach 100.
+        assert counts[(cls, 'moderate')] > 40, (cls, counts)
+
+
+def test_use_test_set_moves_only_the_test_loader(tmp_path):
+    from mmdet.registry import DATASETS
+
+    import mmprune  # noqa: F401  (registers KittiDataset)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo',
+                                   'centernet_dla34_kitti_demo.py'))
+    val = {k: v for k, v in cfg.val_dataloader.dataset.items()
+           if k != 'pipeline'}
+    root, ann = heldout_test_set(str(tmp_path), 5, (64, 192))
+    use_test_set(cfg, root, ann)
+    # The demo config aliases test to val; validation must not move.
+    assert {k: v for k, v in cfg.val_dataloader.dataset.items()
+            if k != 'pipeline'} == val
+    ds_cfg = cfg.test_dataloader.dataset.copy()
+    ds_cfg.pipeline = []
+    ds = DATASETS.build(ds_cfg)
+    # Every held-out frame is tested, not the val share of a ratio split.
+    assert len(ds) == 5
+    assert all(root in ds[i]['img_path'] for i in range(5))
+
+
+def test_heldout_seed_picks_another_set_and_refuses_the_training_seed(
+        tmp_path):
+    first = heldout_test_set(str(tmp_path), 3, (64, 192))
+    other = heldout_test_set(str(tmp_path), 3, (64, 192), seed=7)
+    assert first[0] != other[0]
+    ids = ['000000', '000001', '000002']
+    assert _read_labels(first[0], ids) != _read_labels(other[0], ids)
+    with pytest.raises(ValueError, match='seed=0 draws the training'):
+        heldout_test_set(str(tmp_path), 3, (64, 192), seed=0)
