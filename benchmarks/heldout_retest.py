@@ -19,38 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os.path as osp
-import statistics
 import sys
 
 from mmengine.config import Config
-from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from study_common import (  # noqa: E402
+    CLASSES,
     HELDOUT_SEED,
     heldout_test_set,
+    mean_std,
+    score_checkpoint,
     use_test_set,
 )
 
 import mmprune  # noqa: E402,F401
-
-CLASSES = ('Car', 'Pedestrian', 'Cyclist')
-
-
-def retest(config, ckpt, data_root, ann_file, work_dir):
-    """Car / Pedestrian / Cyclist AP40 moderate of ``ckpt`` on the set."""
-    cfg = Config.fromfile(config)
-    use_test_set(cfg, data_root, ann_file)
-    cfg.test_dataloader.num_workers = 0
-    cfg.test_dataloader.persistent_workers = False
-    cfg.load_from = ckpt
-    cfg.work_dir = work_dir
-    cfg.visualizer.name = f'visualizer_{ckpt}'
-    metrics = Runner.from_cfg(cfg).test()
-    return {c: round(float(metrics[f'kitti/{c}_AP40_moderate']), 2)
-            for c in CLASSES}
 
 
 def main():
@@ -76,15 +61,12 @@ def main():
                                  args.heldout_seed)
     runs = []
     for i, ck in enumerate(args.ckpts):
-        res = retest(args.config, ck, root, ann,
-                     osp.join(args.work_dir, 'retest', str(i)))
+        cfg = Config.fromfile(args.config)
+        use_test_set(cfg, root, ann)
+        res = score_checkpoint(cfg, ck,
+                              osp.join(args.work_dir, 'retest', str(i)))
         runs.append(dict(ckpt=ck, **res))
-    summary = {}
-    for c in CLASSES:
-        vals = [r[c] for r in runs]
-        summary[c] = dict(mean=round(statistics.mean(vals), 2),
-                          std=round(statistics.stdev(vals), 2)
-                          if len(vals) > 1 else 0.0)
+    summary = {c: mean_std(r[c] for r in runs) for c in CLASSES}
     out = dict(config=args.config, heldout=args.heldout,
                heldout_seed=args.heldout_seed, runs=runs,
                summary=summary)

@@ -4,6 +4,8 @@
   freeze epoch on, without the pruning hook: what a post-train pruned model
   fine-tunes with, so that both arms train the same total epochs.
 * `summarise`: mean and sample std over seeds of every numeric field.
+* `score_checkpoint` / `mean_std`: Car / Pedestrian / Cyclist AP40 moderate
+  of one checkpoint under a config, and their mean ± sample std.
 * `heldout_test_set` / `use_test_set`: a synthetic KITTI test set of its own
   (another generator seed, every frame tested), large enough that every
   class has more than 40 valid moderate boxes; below that the devkit caps
@@ -16,6 +18,9 @@ import os
 import os.path as osp
 import statistics
 from typing import Dict, List, Sequence, Tuple
+
+#: The classes every study reports, AP40 moderate.
+CLASSES = ('Car', 'Pedestrian', 'Cyclist')
 
 #: Generator seed of held-out test sets; training data uses seed 0.
 HELDOUT_SEED = 1
@@ -52,6 +57,31 @@ def use_test_set(cfg, data_root: str, ann_file: str) -> None:
     cfg.test_dataloader = copy.deepcopy(cfg.test_dataloader)
     cfg.test_dataloader.dataset.data_root = data_root
     cfg.test_dataloader.dataset.ann_file = ann_file
+
+
+def score_checkpoint(cfg, ckpt: str, work_dir: str) -> Dict[str, float]:
+    """Test ``ckpt`` with ``cfg`` (a Config, changed in place).
+
+    Returns:
+        ``{class: AP40 moderate (percent, 2 decimals)}`` for `CLASSES`.
+    """
+    from mmengine.runner import Runner
+    cfg.test_dataloader.num_workers = 0
+    cfg.test_dataloader.persistent_workers = False
+    cfg.load_from = ckpt
+    cfg.work_dir = work_dir
+    cfg.visualizer.name = f'visualizer_{work_dir}'
+    metrics = Runner.from_cfg(cfg).test()
+    return {c: round(float(metrics[f'kitti/{c}_AP40_moderate']), 2)
+            for c in CLASSES}
+
+
+def mean_std(values: Sequence[float], digits: int = 2) -> Dict[str, float]:
+    """``{'mean', 'std'}`` of ``values``; sample std (n - 1), 0 for one."""
+    vals = list(values)
+    return dict(mean=round(statistics.fmean(vals), digits),
+                std=round(statistics.stdev(vals), digits)
+                if len(vals) > 1 else 0.0)
 
 
 def finetune_cfg(prune_cfg, freeze: int):
@@ -99,9 +129,5 @@ def summarise(runs: List[dict], arms: Sequence[str]) -> Dict[str, dict]:
             continue
         keys = [k for k, v in rows[0].items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        out[arm] = {k: dict(mean=round(statistics.fmean(r[k] for r in rows),
-                                       3),
-                            std=round(statistics.stdev(r[k] for r in rows)
-                                      if len(rows) > 1 else 0.0, 3))
-                    for k in keys}
+        out[arm] = {k: mean_std((r[k] for r in rows), 3) for k in keys}
     return out

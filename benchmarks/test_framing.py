@@ -21,17 +21,16 @@ import argparse
 import copy
 import json
 import os.path as osp
-import statistics
 import sys
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from study_common import CLASSES, mean_std, score_checkpoint  # noqa: E402
 
 import mmprune  # noqa: E402,F401
 
-CLASSES = ('Car', 'Pedestrian', 'Cyclist')
 CENTRED = [
     dict(type='LoadImageFromFile', to_float32=True),
     dict(type='RandomCenterCropPad', ratios=None, border=None,
@@ -51,14 +50,7 @@ def score(cfg_path, ckpt, data_root, pipeline, work_dir):
     cfg.val_dataloader.dataset.data_root = data_root
     if pipeline is not None:
         cfg.test_dataloader.dataset.pipeline = copy.deepcopy(pipeline)
-    cfg.test_dataloader.num_workers = 0
-    cfg.test_dataloader.persistent_workers = False
-    cfg.load_from = ckpt
-    cfg.work_dir = work_dir
-    cfg.visualizer.name = f'visualizer_{work_dir}'
-    metrics = Runner.from_cfg(cfg).test()
-    return {c: round(float(metrics[f'kitti/{c}_AP40_moderate']), 2)
-            for c in CLASSES}
+    return score_checkpoint(cfg, ckpt, work_dir)
 
 
 def main():
@@ -76,11 +68,9 @@ def main():
             row[name] = score(args.config, ckpt, args.data_root, pipe,
                               osp.join(args.work_dir, f'{i}_{name}'))
         rows.append(row)
-    summary = {name: {c: dict(
-        mean=round(statistics.fmean(r[name][c] for r in rows), 2),
-        std=round(statistics.stdev(r[name][c] for r in rows), 2)
-        if len(rows) > 1 else 0.0) for c in CLASSES}
-        for name in ('centred', 'top_left')}
+    summary = {name: {c: mean_std(r[name][c] for r in rows)
+                      for c in CLASSES}
+               for name in ('centred', 'top_left')}
     report = dict(config=args.config, data_root=args.data_root, runs=rows,
                   summary=summary)
     text = json.dumps(report, indent=1)

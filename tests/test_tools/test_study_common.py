@@ -91,3 +91,39 @@ def test_heldout_seed_picks_another_set_and_refuses_the_training_seed(
     assert _read_labels(first[0], ids) != _read_labels(other[0], ids)
     with pytest.raises(ValueError, match='seed=0 draws the training'):
         heldout_test_set(str(tmp_path), 3, (64, 192), seed=0)
+
+
+def test_heldout_retest_scores_a_checkpoint_on_the_heldout_set(tmp_path):
+    """The retest CLI end to end on an untrained demo model, 4 frames."""
+    import json
+    import subprocess
+
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    import mmprune  # noqa: F401
+    init_default_scope('mmdet')
+    cfg_path = osp.join(ROOT, 'configs', 'demo',
+                        'centernet_dla34_kitti_demo.py')
+    model = MODELS.build(Config.fromfile(cfg_path).model)
+    ckpt = tmp_path / 'untrained.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    script = osp.join(ROOT, 'benchmarks', 'heldout_retest.py')
+    out = tmp_path / 'retest.json'
+    base = [sys.executable, script, '--config', cfg_path,
+            '--work-dir', str(tmp_path / 'w'), '--heldout', '4']
+    proc = subprocess.run(base + ['--ckpts', str(ckpt), str(ckpt),
+                                  '--out', str(out)],
+                          cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    assert rep['heldout'] == 4 and rep['heldout_seed'] == 1
+    assert len(rep['runs']) == 2
+    for cls in ('Car', 'Pedestrian', 'Cyclist'):
+        a, b = (r[cls] for r in rep['runs'])
+        assert 0.0 <= a <= 100.0 and a == b, cls
+        # The same checkpoint twice: mean is its score, spread is zero.
+        assert rep['summary'][cls] == dict(mean=a, std=0.0), cls
+    assert osp.isfile(tmp_path / 'w' / 'kitti_synth_heldout_4' / 'test_ids.txt')
