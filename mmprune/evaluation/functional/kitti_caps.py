@@ -69,7 +69,7 @@ def capped_levels(gt_annos: Sequence[Mapping],
     """One line per class and difficulty whose AP40 cannot reach 100.
 
     Each line names the level, its box count and the cap, e.g.
-    ``'Cyclist moderate: 29 boxes, AP40 <= 70.0'``.
+    ``'Pedestrian moderate: 29 boxes, AP40 <= 70.0'``.
     """
     lines = []
     for (cls, diff), n in valid_gt_counts(gt_annos, classes).items():
