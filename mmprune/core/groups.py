@@ -35,11 +35,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .channel_map import Channels, as_channels
 from .layer_registry import Handler, register_layer_handler
 from .plan import ChannelGroup, LayerSpec, PrunePlan, Segment, Slot
 from .ties import tie_channels
 from .trace_ops import prod
-from .tracer import FIXED, Channels, TraceContext, TraceMode, as_channels
+from .tracer import FIXED, TraceContext, TraceMode
 
 __all__ = [
     'discover_groups',

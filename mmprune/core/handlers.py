@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from .layer_registry import register_layer_handler
 
 if TYPE_CHECKING:
-    from .tracer import Channels, TraceContext
+    from .channel_map import Channels
+    from .tracer import TraceContext
 
 
 def _input(by: str, args, kwargs) -> Tensor:

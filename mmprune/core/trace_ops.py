@@ -23,7 +23,8 @@ from typing import (
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .tracer import TensorInfo, TraceContext
+    from .channel_map import TensorInfo
+    from .tracer import TraceContext
 
 #: Group id of channels that are never pruned (inputs, model outputs, ...).
 FIXED = -1

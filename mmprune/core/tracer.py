@@ -22,6 +22,14 @@ from typing import (
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .channel_map import (
+    Channels,
+    TensorInfo,
+    _Seg,
+    _width_segs,
+    as_channels,
+    width_of,
+)
 from .layer_registry import Handler, matches, registered_handlers
 from .trace_index import INDEX_OPS
 from .trace_ops import (
@@ -37,29 +45,6 @@ from .trace_ops import (
 
 #: Every torch-function rule, by normalised name (built once).
 _RULES = {**OPS, **INDEX_OPS}
-
-
-class _Seg(NamedTuple):
-    gid: int  # group id, or FIXED
-    start: int  # first channel inside the group
-    length: int
-    # None: the pruned channels are exactly zero here (given the masks).
-    # ('m', module, start): may be non-zero; masking channels [start, ...)
-    #   of `module`'s output repairs it.
-    # ('f', op): made non-zero by the function `op`; no mask can repair it.
-    dirty: Optional[tuple] = None
-
-
-Channels = Tuple[_Seg, ...]
-"""Opaque description of a tensor's channel axis, passed between handlers and
-`TraceContext` methods."""
-
-
-class TensorInfo(NamedTuple):
-    """A traced tensor's channel map and channel axis."""
-
-    segs: Channels
-    cdim: int  # non-negative index of the channel axis
 
 
 class _Frame(NamedTuple):
@@ -586,18 +571,6 @@ class TraceContext:
             self.stop(t)
 
 
-def width_of(m) -> int:
-    return sum(x[2] for x in m)
-
-
-def _width_segs(segs: Channels) -> int:
-    return sum(s.length for s in segs)
-
-
-def as_channels(m) -> Channels:
-    return tuple(_Seg(g, s, n) for g, s, n in m)
-
-
 class TraceMode(TorchFunctionMode):
     def __init__(self, ctx: TraceContext):
         super().__init__()
@@ -616,4 +589,4 @@ class TraceMode(TorchFunctionMode):
         return out
 
 
-__all__ = ['Channels', 'TensorInfo', 'TraceContext']
+__all__ = ['TraceContext', 'TraceMode']
