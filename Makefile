@@ -44,11 +44,18 @@ demo: $(STAMP)
 	$(PY) tools/analysis_tools/compare_export.py $(DEMO_BASE) $(DEMO_EXPORT)
 	$(PY) tools/analysis_tools/prune_report.py $(DEMO_WORK) --out $(DEMO_WORK)/report
 
+# Two pytest-xdist workers, one thread each: the tests' tiny models spend
+# their time in Python, not in BLAS, so two processes use both cores where
+# one process with two threads uses little more than one. TEST_WORKERS=0
+# runs in this process (for a debugger).
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check mmprune tools tests benchmarks configs
