@@ -133,11 +133,13 @@ def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
     # stage, which on 64 px images is most of a step's time. 64 RoIs from
     # 100 proposals train the same layers; every MACs count is of the
     # test-time budget above, which this leaves alone.
-    rcnn_train = (model.get('train_cfg') or {}).get('rcnn')
-    if rcnn_train is not None:
-        model.train_cfg.rpn_proposal.max_per_img = 100
-        for stage in (rcnn_train if isinstance(rcnn_train, list)
-                      else [rcnn_train]):
+    train_cfg = model.get('train_cfg') or {}
+    if train_cfg.get('rpn_proposal') is not None:
+        train_cfg.rpn_proposal.max_per_img = 100
+    rcnn_train = train_cfg.get('rcnn') or []
+    for stage in (rcnn_train if isinstance(rcnn_train, list)
+                  else [rcnn_train]):
+        if 'num' in stage.get('sampler', {}):
             stage.sampler.num = 64
     # Pretrained backbones would need a download; train from scratch.
     model.backbone.init_cfg = None
