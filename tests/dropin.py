@@ -9,11 +9,27 @@ detector's own hooks stay as shipped.
 import json
 import os
 import os.path as osp
+import shutil
 
 import cv2
 import mmdet
 import numpy as np
 from mmengine.config import Config
+
+
+def empty_dir(path) -> None:
+    """Delete what ``path`` holds and keep the directory itself.
+
+    The directory stays so that pytest never hands its numbered name to a
+    later test: names derived from it (visualizer and logger instances,
+    which mmengine keeps per process) must stay unique.
+    """
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+
 
 MMDET_CONFIGS = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 
 from mmprune.core import CostModel
 from mmprune.engine.hooks import MASKS_ATTR, InTrainPruningHook
-from tests.dropin import make_tiny_coco, tiny_config
+from tests.dropin import empty_dir, make_tiny_coco, tiny_config
 from tests.test_engine.test_pruning_dropin import add_pruning
 
 
@@ -287,7 +287,8 @@ def uninterrupted(coco, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('full'))
     runner = Runner.from_cfg(_resume_cfg(coco, work))
     runner.train()
-    return work, runner
+    yield work, runner
+    empty_dir(work)  # ~1 GB of checkpoints
 
 
 @pytest.mark.slow

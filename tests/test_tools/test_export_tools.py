@@ -11,7 +11,7 @@ from mmengine.config import Config
 
 from mmprune.core import CostModel
 from mmprune.engine.export import load_masked_detector
-from tests.dropin import ROOT, tiny_config
+from tests.dropin import ROOT, empty_dir, tiny_config
 from tests.test_engine.test_export import masked_checkpoint, with_hook
 
 DEMO = osp.join(ROOT, 'configs', 'demo', 'centernet_dla34_prune50_demo.py')
@@ -35,7 +35,8 @@ def demo(tmp_path_factory):
     ckpt = str(tmp / 'masked.pth')
     _, plan, b, _, _ = masked_checkpoint(Config.fromfile(path), ckpt,
                                          (64, 128))
-    return path, ckpt, CostModel(plan), b
+    yield path, ckpt, CostModel(plan), b
+    empty_dir(tmp)
 
 
 def test_export_cli_then_get_flops(demo, tmp_path, capsys):
