@@ -52,7 +52,7 @@ TEST_WORKERS ?= 2
 PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test: $(STAMP)
-	$(PYTEST) tests
+	$(PYTEST) --durations=15 tests
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow" tests
