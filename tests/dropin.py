@@ -171,9 +171,14 @@ def tiny_config(name, data_root, work_dir, size=64, max_iters=4):
                    ann_file='ann.json', data_prefix=dict(img='images/'),
                    metainfo=dict(classes=classes), pipeline=pipeline,
                    filter_cfg=dict(filter_empty_gt=True))
+    # An iteration loop over a DefaultSampler restarts the dataloader at
+    # the end of every pass, and mmengine sleeps 2 s at each restart: with
+    # 4 images at batch 2 that was half of a 38-iteration test. The
+    # InfiniteSampler yields the same batches without restarts. A test that
+    # switches to an epoch loop must switch back to DefaultSampler.
     cfg.train_dataloader = dict(
         batch_size=2, num_workers=0, persistent_workers=False,
-        sampler=dict(type='DefaultSampler', shuffle=False),
+        sampler=dict(type='InfiniteSampler', shuffle=False),
         dataset=dataset)
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
                          val_interval=max_iters + 1)

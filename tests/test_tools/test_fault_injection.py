@@ -23,6 +23,7 @@ def _config(data, work):
                       prune_start=1, prune_end=3, by_epoch=True, b='auto',
                       lag_integral=0.1, target_ramp=0.5)
     cfg.train_dataloader.batch_size = 1
+    cfg.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=False)
     cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=EPOCHS,
                          val_interval=EPOCHS + 1)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=True,

@@ -39,7 +39,11 @@ from mmprune.core import (
 
 from .hook_args import check_hook_args
 from .sync import same_on_all_ranks, sync_ema_masks
-from .trace import roi_budgets, trace_detector  # noqa: F401  (re-exported)
+from .trace import (  # noqa: F401  (roi_budgets re-exported)
+    first_sample,
+    roi_budgets,
+    trace_detector,
+)
 
 #: Attribute under which the MaskSet is registered in the detector, so the
 #: masks are saved and loaded with the model's state dict.
@@ -91,7 +95,8 @@ class InTrainPruningHook(Hook):
             ``cost='latency'``); one measured on another device or input
             shape is used with a warning naming both.
         input_shape: ``(H, W)`` at which MACs are counted; ``None``: the
-            padded shape of the first training batch.
+            padded shape of the training set's first image
+            (`first_sample`).
         channel_multiple: round every group's kept channels to a multiple
             of this (8 or 16 turn MACs into more real speed-up on CPU / GPU
             kernels); 1 keeps exact counts.
@@ -201,7 +206,7 @@ class InTrainPruningHook(Hook):
             loader = runner.test_dataloader
         else:
             loader = runner.val_dataloader
-        batch = next(iter(loader))
+        batch = first_sample(loader)
         model = _unwrap(runner.model)
         data = model.data_preprocessor(batch, False)
         inputs, samples = data['inputs'], data['data_samples']

@@ -1,9 +1,9 @@
 """State the pruning hook keeps equal across processes and model copies.
 
 * `same_on_all_ranks`: rank 0's trace input on every rank, so all ranks
-  build one plan and one cost model (each rank's first batch can pad to
-  another shape, which would give different projections and exported
-  widths).
+  build one plan and one cost model (a rank whose dataset starts with
+  another image would trace another shape, which would give different
+  projections and exported widths).
 * `sync_ema_masks`: mmengine's ``EMAHook`` copies the model, masks
   included, and averages every float tensor (with ``update_buffers=True``
   the frozen binaries too) but never the boolean ``frozen`` flag; it swaps

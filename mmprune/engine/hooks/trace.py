@@ -4,8 +4,15 @@ Both trace the same way, so the hook's psi and the export's agree: the raw
 head outputs (`raw_forward`, ``model._forward`` for mmdet) are the trace
 outputs, and RoI-head layers count once per RoI of a fixed budget
 (`roi_budgets`).
+
+The hook traces at `first_sample` of a dataloader, read without touching
+the loader's sampler or any random state.
 """
+import random
 from typing import Sequence
+
+import numpy as np
+import torch
 
 from mmprune.core import discover_groups
 
@@ -69,4 +76,24 @@ def trace_detector(model, inputs, data_samples, skip: Sequence[str] = (),
     return plan
 
 
-__all__ = ['roi_budgets', 'trace_detector']
+def first_sample(loader) -> dict:
+    """A batch of one: ``loader``'s dataset item 0, through its collate_fn.
+
+    Side-effect free, unlike ``next(iter(loader))``: mmengine's
+    ``InfiniteSampler`` keeps one index generator per sampler, and a peek
+    iterator that is dropped closes it, so the training loop would stop at
+    its first step with ``StopIteration``; and the pipeline's random
+    augmentations would draw from the RNGs, so a run with the hook would
+    train on other augmentations than the same run without it. Python's,
+    NumPy's and torch's generators are restored afterwards.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng():
+            return loader.collate_fn([loader.dataset[0]])
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+__all__ = ['first_sample', 'roi_budgets', 'trace_detector']
