@@ -103,8 +103,9 @@ def _prepare(path, args, seed, work_dir, epochs=None):
         cfg.test_cfg = dict(type='TestLoop')
         apply_attack_option(cfg, 'pgd')
         cfg.test_cfg.attack.steps = args.pgd_steps
-    e = int(cfg.train_cfg.max_epochs)
-    cfg.train_cfg.val_interval = e + 1  # tested once, at the end
+    # Tested once, at the end. A val_interval past the end does not stop
+    # mmengine's validation at the last epoch, so the val loop goes.
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.default_hooks.logger.interval = 10
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = work_dir

@@ -1,8 +1,11 @@
-"""Suite-wide hooks: slow tests first, and passing tests leave no files.
+"""Suite-wide hooks: longest and slow tests first; passing tests leave no files.
 
 Under two xdist workers (``make test``) a minutes-long test that starts last
 leaves one core idle while it runs; started first, the short tests fill the
-other core around it. Within each kind the collected order is kept.
+other core around it. The three subprocess studies (`_LONGEST`) go before
+the other slow tests: otherwise the detection study started 11 minutes in
+and ran the last 4 minutes alone. Within each kind the collected order is
+kept.
 
 Disk: a passing test's ``tmp_path`` is emptied at its teardown (the
 end-to-end tests write checkpoints of ~200 MB; kept, one full run filled
@@ -18,9 +21,15 @@ from mmengine.visualization import Visualizer
 
 from tests.dropin import empty_dir
 
+#: The longest tests (3 to 4 minutes each on a slow 2-core machine): they
+#: start first, or one of them ends the run alone on one worker.
+_LONGEST = ('test_detection_study.py', 'test_cls_study.py',
+            'test_fault_injection.py')
+
 
 def pytest_collection_modifyitems(session, config, items):
-    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+    items.sort(key=lambda item: (item.path.name not in _LONGEST,
+                                 item.get_closest_marker('slow') is None))
 
 
 _PASSED = pytest.StashKey[bool]()
