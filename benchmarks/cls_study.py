@@ -52,7 +52,7 @@ from mmengine.runner import Runner, load_checkpoint
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from study_common import finetune_cfg, summarise  # noqa: E402
+from study_common import drop_val_loop, finetune_cfg, summarise  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLS = osp.join(ROOT, 'configs', 'cls')
@@ -85,7 +85,7 @@ def _prepare(path, args, seed, setting, work_dir, pgd=True):
                         attack=dict(PGD, steps=args.pgd_steps)) if pgd \
         else dict(type='TestLoop')
     e = int(cfg.train_cfg.max_epochs)
-    cfg.train_cfg.val_interval = e + 1
+    drop_val_loop(cfg)
     cfg.default_hooks.logger.interval = 50
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1,
                                         max_keep_ckpts=e + 1)

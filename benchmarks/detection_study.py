@@ -57,9 +57,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from robustness_study import _ADV_LOOPS, _shorten  # noqa: E402
 from study_common import (  # noqa: E402
+    drop_val_loop,
     finetune_cfg,
     heldout_test_set,
+    set_input_size,
     summarise,
+    train_data_root,
     use_test_set,
 )
 
@@ -88,6 +91,7 @@ def _prepare(path, args, seed, work_dir, epochs=None):
         cfg[key].dataset.data_root = args.data_root
         cfg[key].num_workers = 0
         cfg[key].persistent_workers = False
+    set_input_size(cfg, args.shape)
     if epochs is not None:
         _shorten(cfg, epochs)
     if args.heldout:
@@ -103,9 +107,7 @@ def _prepare(path, args, seed, work_dir, epochs=None):
         cfg.test_cfg = dict(type='TestLoop')
         apply_attack_option(cfg, 'pgd')
         cfg.test_cfg.attack.steps = args.pgd_steps
-    # Tested once, at the end. A val_interval past the end does not stop
-    # mmengine's validation at the last epoch, so the val loop goes.
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    drop_val_loop(cfg)
     cfg.default_hooks.logger.interval = 10
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = work_dir
@@ -165,13 +167,13 @@ def run_intrain(args, seed, wd):
 
 
 def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
-             freeze, max_layer_ratio=1.0):
+             freeze, max_layer_ratio=1.0, length=None):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmengine.registry import init_default_scope
 
     from mmprune.engine.posttrain import prune_post_train
-    cfg = finetune_cfg(prune_cfg, freeze)
+    cfg = finetune_cfg(prune_cfg, freeze, length)
     cfg.work_dir = wd
     cfg.visualizer.name = f'visualizer_{wd}'
     # A resumed study may reach here before any Runner set the scope.
@@ -200,13 +202,16 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
     runner.train()
     res = _scores(runner.test(), args)
     res.update(psi=round(float(info['psi']), 4), importance=importance,
-               max_layer_ratio=max_layer_ratio)
-    return res
+               max_layer_ratio=max_layer_ratio,
+               finetune_epochs=int(cfg.train_cfg.max_epochs))
+    return res, runner.model
 
 
 #: Settings a resumed study must share with the file it resumes.
 _RESUME_KEYS = ('setting', 'epochs', 'freeze', 'num_images', 'pgd_steps',
-                'test_images', 'heldout')
+                'test_images', 'heldout', 'shape')
+#: What a file written before a key existed ran with.
+_RESUME_DEFAULTS = {'shape': [128, 416]}
 
 
 def _load_resume(path, expect):
@@ -216,9 +221,10 @@ def _load_resume(path, expect):
     with open(path) as f:
         old = json.load(f)
     for key in _RESUME_KEYS:
-        if old.get(key) != expect[key]:
+        have = old.get(key, _RESUME_DEFAULTS.get(key))
+        if have != expect[key]:
             raise SystemExit(
-                f'{path}: cannot resume, its {key}={old.get(key)!r} but '
+                f'{path}: cannot resume, its {key}={have!r} but '
                 f'this run has {key}={expect[key]!r}')
     return {r['seed']: r for r in old['runs']}
 
@@ -250,7 +256,10 @@ def main():
     p.add_argument('--fastat', action='store_true')
     p.add_argument('--pgd-steps', type=int, default=20)
     p.add_argument('--num-images', type=int, default=240)
-    p.add_argument('--shape', type=int, nargs=2, default=(128, 416))
+    p.add_argument('--shape', type=int, nargs=2, default=(128, 416),
+                   metavar=('H', 'W'),
+                   help='frame size (px) of the generated data, of every '
+                   'pipeline\'s resize and pad, and of the post-train trace')
     p.add_argument('--test-images', type=int, default=None,
                    help='test on the first N validation frames (all: 60)')
     p.add_argument('--heldout', type=int, default=None,
@@ -271,8 +280,9 @@ def main():
     if args.quick:
         args.seeds, args.epochs, args.num_images = args.seeds[:1], 2, 24
         args.pgd_steps = min(args.pgd_steps, 2)
-    args.data_root = args.data_root or osp.join(
-        args.work_dir, f'kitti_synth_{args.num_images}')
+    h, w = args.shape
+    args.data_root = args.data_root or train_data_root(
+        args.work_dir, args.num_images, args.shape)
     if not osp.isdir(osp.join(args.data_root, 'training')):
         os.makedirs(args.data_root, exist_ok=True)
         make_synthetic_kitti(args.data_root, num_images=args.num_images,
@@ -284,7 +294,8 @@ def main():
     head = dict(setting=tag, seeds=args.seeds, quick=args.quick,
                 epochs=int(probe.train_cfg.max_epochs), freeze=freeze,
                 num_images=args.num_images, pgd_steps=args.pgd_steps,
-                test_images=args.test_images, heldout=args.heldout)
+                test_images=args.test_images, heldout=args.heldout,
+                shape=[h, w])
     done = _load_resume(out, head) if args.resume else {}
     t0 = time.perf_counter()
     runs = []
@@ -327,9 +338,9 @@ def main():
                         raise SystemExit(
                             f'{arm}, seed {seed}: the dense checkpoint '
                             f'{ckpt} is missing (--work-dir changed?)')
-                    run[arm] = _timed(run_post, args, seed,
-                                      osp.join(wd, arm), ckpt, prune_cfg,
-                                      psi, imp, freeze, cap)
+                    run[arm], _ = _timed(run_post, args, seed,
+                                         osp.join(wd, arm), ckpt, prune_cfg,
+                                         psi, imp, freeze, cap)
                     write(True)
     report = write(False)
     print(json.dumps(report, indent=1))

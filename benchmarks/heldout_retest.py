@@ -32,6 +32,7 @@ from study_common import (  # noqa: E402
     heldout_test_set,
     mean_std,
     score_checkpoint,
+    set_input_size,
     use_test_set,
 )
 
@@ -46,7 +47,10 @@ def main():
     p.add_argument('--heldout-seed', type=int, default=HELDOUT_SEED,
                    help='generator seed of the held-out set (not 0, the '
                    'training set\'s)')
-    p.add_argument('--shape', type=int, nargs=2, default=(128, 416))
+    p.add_argument('--shape', type=int, nargs=2, default=(128, 416),
+                   metavar=('H', 'W'),
+                   help='frame size (px) of the held-out frames and of the '
+                   'test pipeline (the one the checkpoints trained in)')
     p.add_argument('--work-dir', default=osp.join(
         osp.dirname(osp.dirname(osp.abspath(__file__))), 'work_dirs',
         'detection_study'))
@@ -63,6 +67,7 @@ def main():
     for i, ck in enumerate(args.ckpts):
         cfg = Config.fromfile(args.config)
         use_test_set(cfg, root, ann)
+        set_input_size(cfg, args.shape)
         res = score_checkpoint(cfg, ck,
                               osp.join(args.work_dir, 'retest', str(i)))
         runs.append(dict(ckpt=ck, **res))

@@ -31,6 +31,7 @@ import copy
 import json
 import os
 import os.path as osp
+import sys
 import time
 
 from mmengine.config import Config
@@ -40,6 +41,9 @@ import mmprune  # noqa: F401
 import mmprune.engine.adversarial  # noqa: F401
 from mmprune.datasets import make_synthetic_kitti
 from mmprune.engine.adversarial import apply_attack_option
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from study_common import drop_val_loop  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
@@ -95,7 +99,7 @@ def build_setting(name: str, args) -> Config:
     if args.epochs is not None:
         _shorten(cfg, args.epochs)
     epochs = int(cfg.train_cfg.max_epochs)
-    cfg.train_cfg.val_interval = epochs + 1  # test once, at the end
+    drop_val_loop(cfg)  # test once, at the end
     cfg.default_hooks.checkpoint.interval = epochs
     cfg.default_hooks.checkpoint.max_keep_ckpts = 1
     cfg.default_hooks.logger.interval = 10

@@ -10,6 +10,9 @@
   (another generator seed, every frame tested), large enough that every
   class has more than 40 valid moderate boxes; below that the devkit caps
   AP40 (`mmprune.evaluation.functional.kitti_caps`).
+* `set_input_size`: the frame every pipeline resizes and pads to.
+* `train_data_root`: where the studies' training frames are generated.
+* `drop_val_loop`: no validation during a study's training runs.
 """
 from __future__ import annotations
 
@@ -24,6 +27,17 @@ CLASSES = ('Car', 'Pedestrian', 'Cyclist')
 
 #: Generator seed of held-out test sets; training data uses seed 0.
 HELDOUT_SEED = 1
+
+
+def _shape_tag(shape: Tuple[int, int]) -> str:
+    h, w = shape
+    return '' if (h, w) == (128, 416) else f'_{h}x{w}'
+
+
+def train_data_root(work_dir: str, n: int,
+                    shape: Tuple[int, int] = (128, 416)) -> str:
+    """Folder of a study's ``n`` generated frames (generator seed 0)."""
+    return osp.join(work_dir, f'kitti_synth_{n}' + _shape_tag(shape))
 
 
 def heldout_test_set(work_dir: str, n: int,
@@ -41,7 +55,8 @@ def heldout_test_set(work_dir: str, n: int,
         raise ValueError('heldout_test_set: seed=0 draws the training '
                          'frames; expected another generator seed')
     root = osp.join(work_dir, f'kitti_synth_heldout_{n}'
-                    + ('' if seed == HELDOUT_SEED else f'_seed{seed}'))
+                    + ('' if seed == HELDOUT_SEED else f'_seed{seed}')
+                    + _shape_tag(shape))
     ann = osp.join(root, 'test_ids.txt')
     if not osp.isfile(ann):
         os.makedirs(root, exist_ok=True)
@@ -57,6 +72,44 @@ def use_test_set(cfg, data_root: str, ann_file: str) -> None:
     cfg.test_dataloader = copy.deepcopy(cfg.test_dataloader)
     cfg.test_dataloader.dataset.data_root = data_root
     cfg.test_dataloader.dataset.ann_file = ann_file
+
+
+#: Pipeline transforms that carry the input size, and the key that holds it.
+_SIZE_KEYS = {'Resize': 'scale', 'Pad': 'size', 'BorderPad': 'size'}
+
+
+def drop_val_loop(cfg) -> None:
+    """Train without validating; the study tests once, after training.
+
+    A ``val_interval`` past the end does not do it: mmengine's epoch loop
+    also validates at the last epoch, whatever the interval.
+    """
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+
+
+def set_input_size(cfg, shape: Tuple[int, int]) -> None:
+    """Resize and pad every dataloader's frames to ``shape`` = (h, w) px.
+
+    The demo configs resize to their ``input_size`` (416 x 128); a study at
+    another ``--shape`` must train and test in that frame, the one its data
+    is generated at and the post-train arms trace. ValueError if a pipeline
+    has none of `_SIZE_KEYS`, so a new config cannot go unresized.
+    """
+    h, w = (int(v) for v in shape)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        pipeline = loader.dataset.pipeline
+        hits = 0
+        for t in pipeline:
+            if t['type'] in _SIZE_KEYS:
+                t[_SIZE_KEYS[t['type']]] = (w, h)  # mmcv order: (w, h)
+                hits += 1
+        if not hits:
+            raise ValueError(
+                f'{key}.dataset.pipeline: no {sorted(_SIZE_KEYS)} transform '
+                f'to set the input size {h} x {w} on')
 
 
 def score_checkpoint(cfg, ckpt: str, work_dir: str) -> Dict[str, float]:
@@ -84,17 +137,24 @@ def mean_std(values: Sequence[float], digits: int = 2) -> Dict[str, float]:
                 if len(vals) > 1 else 0.0)
 
 
-def finetune_cfg(prune_cfg, freeze: int):
+def finetune_cfg(prune_cfg, freeze: int, length: int = None):
     """Copy of ``prune_cfg`` that trains epochs ``freeze..E`` without masks.
 
     ``MultiStepLR`` milestones shift by ``-freeze`` (those at or before the
     freeze are applied to the starting lr); other schedulers (warm-ups,
-    which end before any freeze) are dropped.
+    which end before any freeze) are dropped. ``length`` (epochs) stretches
+    that post-freeze schedule, milestones scaled with it; default
+    ``E - freeze``, the in-train run's own fine-tune.
     """
     cfg = copy.deepcopy(prune_cfg)
     epochs = int(cfg.train_cfg.max_epochs)
-    cfg.train_cfg.max_epochs = epochs - freeze
-    cfg.train_cfg.val_interval = epochs - freeze + 1
+    length = epochs - freeze if length is None else int(length)
+    if length < 1:
+        raise ValueError(f'finetune_cfg: length={length} epochs, expected '
+                         '>= 1')
+    stretch = length / (epochs - freeze)
+    cfg.train_cfg.max_epochs = length
+    drop_val_loop(cfg)
     scheds = cfg.param_scheduler
     if isinstance(scheds, dict):
         scheds = [scheds]
@@ -106,9 +166,10 @@ def finetune_cfg(prune_cfg, freeze: int):
         s = copy.deepcopy(s)
         gamma = s.get('gamma', 0.1)
         lr *= gamma ** sum(m <= freeze for m in s.milestones)
-        s.milestones = [m - freeze for m in s.milestones if m > freeze]
+        s.milestones = [int(round((m - freeze) * stretch))
+                        for m in s.milestones if m > freeze]
         s.pop('begin', None)
-        s.end = epochs - freeze
+        s.end = length
         out.append(s)
     cfg.optim_wrapper.optimizer.lr = lr
     cfg.param_scheduler = out

@@ -20,6 +20,10 @@ def test_quick_cls_study_writes_json_table_and_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'SUMMARY clean acc / PGD acc' in proc.stdout
     assert 'SUMMARY fastat acc / PGD acc' in proc.stdout
+    # Trained without validating (tested once, after training): no run's
+    # log holds a validation line.
+    logs = list((tmp_path / 'w').rglob('*.log'))
+    assert logs and not [f for f in logs if 'Epoch(val)' in f.read_text()]
     rep = json.loads(out.read_text())
     assert rep['quick'] is True and rep['settings'] == ['clean', 'fastat']
     for setting in ('clean', 'fastat'):

@@ -18,6 +18,10 @@ def test_quick_study_writes_its_json(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'SUMMARY Car AP40 moderate clean' in proc.stdout
+    # Trained without validating (tested once, after training): no run's
+    # log holds a validation line.
+    logs = list((tmp_path / 'w').rglob('*.log'))
+    assert logs and not [f for f in logs if 'Epoch(val)' in f.read_text()]
     rep = json.loads(out.read_text())
     assert rep['quick'] is True and len(rep['runs']) == 1
     run = rep['runs'][0]
@@ -56,3 +60,28 @@ def test_quick_study_writes_its_json(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode != 0
     assert 'test_images=None but this run has test_images=8' in proc.stderr
+
+    # The recovery probe reuses the study's dense checkpoints: the quick
+    # study freezes at epoch 1 of 2, so the probe fine-tunes 1 and 2 epochs.
+    rec = tmp_path / 'recovery.json'
+    proc = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'posttrain_recovery.py'),
+         '--quick', '--psi', str(psi), '--work-dir', str(tmp_path / 'w'),
+         '--out', str(rec)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(rec.read_text())
+    assert rep['freeze'] == 1 and rep['finetune_epochs'] == [1, 2]
+    run = rep['runs'][0]
+    assert set(run) == {'seed', 'dense', 'post_l1_ft1', 'post_l1_ft2'}
+    for n in (1, 2):
+        arm = run[f'post_l1_ft{n}']
+        assert arm['finetune_epochs'] == n
+        assert psi - 0.02 - 1e-6 <= arm['psi'] <= psi + 1e-6
+    for arm in ('dense', 'post_l1_ft1', 'post_l1_ft2'):
+        for cls in ('Car', 'Pedestrian', 'Cyclist'):
+            iou, hit = run[arm][f'iou_{cls}'], run[arm][f'hit_{cls}']
+            if run[arm][f'n_{cls}']:
+                assert 0.0 <= hit <= 1.0 and 0.0 <= iou <= 1.0, (arm, cls)
+            else:
+                assert iou is None and hit is None, (arm, cls)

@@ -11,7 +11,11 @@ from mmprune.evaluation.functional import valid_gt_counts
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 
-from study_common import heldout_test_set, use_test_set  # noqa: E402
+from study_common import (  # noqa: E402
+    heldout_test_set,
+    set_input_size,
+    use_test_set,
+)
 
 
 def _read_labels(root, ids):
@@ -127,3 +131,52 @@ def test_heldout_retest_scores_a_checkpoint_on_the_heldout_set(tmp_path):
         # The same checkpoint twice: mean is its score, spread is zero.
         assert rep['summary'][cls] == dict(mean=a, std=0.0), cls
     assert osp.isfile(tmp_path / 'w' / 'kitti_synth_heldout_4' / 'test_ids.txt')
+
+
+def test_set_input_size_trains_and_tests_in_the_given_frame(tmp_path):
+    """Frames of another size come out of both pipelines at that size."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    import mmprune  # noqa: F401
+    from mmprune.datasets.synthetic_kitti import make_synthetic_kitti
+    init_default_scope('mmdet')
+    make_synthetic_kitti(str(tmp_path), num_images=4, img_size=(96, 320))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo',
+                                   'centernet_dla34_kitti_demo.py'))
+    set_input_size(cfg, (96, 320))
+    for key in ('train_dataloader', 'test_dataloader'):
+        ds_cfg = cfg[key].dataset.copy()
+        ds_cfg.data_root = str(tmp_path)
+        item = DATASETS.build(ds_cfg)[0]
+        # (C, H, W): the 96 x 320 frame, not the config's 128 x 416.
+        assert tuple(item['inputs'].shape) == (3, 96, 320), key
+    bare = Config(dict(train_dataloader=dict(dataset=dict(
+        pipeline=[dict(type='LoadImageFromFile')]))))
+    with pytest.raises(ValueError, match='train_dataloader.dataset.pipeline'):
+        set_input_size(bare, (96, 320))
+
+
+def test_finetune_cfg_shifts_and_stretches_the_post_freeze_schedule():
+    """Demo prune config: 12 epochs, lr 1e-3, x0.1 at epoch 10."""
+    from study_common import finetune_cfg
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo',
+                                   'centernet_dla34_prune50_demo.py'))
+    # Epochs 8..12: the step at 10 comes 2 epochs in, at the same lr.
+    same = finetune_cfg(cfg, 8)
+    assert same.train_cfg.max_epochs == 4
+    assert [s.milestones for s in same.param_scheduler] == [[2]]
+    assert same.optim_wrapper.optimizer.lr == pytest.approx(1e-3)
+    assert not [h for h in same.custom_hooks
+                if h['type'] == 'InTrainPruningHook']
+    # Twice as long: 8 epochs, the step halfway, at 4.
+    long = finetune_cfg(cfg, 8, 8)
+    assert long.train_cfg.max_epochs == 8
+    assert [s.milestones for s in long.param_scheduler] == [[4]]
+    assert long.param_scheduler[0].end == 8
+    # Frozen after the step: it starts at the stepped lr, with no steps.
+    late = finetune_cfg(cfg, 10)
+    assert late.optim_wrapper.optimizer.lr == pytest.approx(1e-4)
+    assert [s.milestones for s in late.param_scheduler] == [[]]
+    with pytest.raises(ValueError, match='length=0'):
+        finetune_cfg(cfg, 8, 0)
