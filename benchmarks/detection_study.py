@@ -60,10 +60,12 @@ from study_common import (  # noqa: E402
     drop_val_loop,
     finetune_cfg,
     heldout_test_set,
+    load_resume,
     set_input_size,
     summarise,
     train_data_root,
     use_test_set,
+    write_report,
 )
 
 import mmprune  # noqa: E402,F401
@@ -210,23 +212,6 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
 #: Settings a resumed study must share with the file it resumes.
 _RESUME_KEYS = ('setting', 'epochs', 'freeze', 'num_images', 'pgd_steps',
                 'test_images', 'heldout', 'shape')
-#: What a file written before a key existed ran with.
-_RESUME_DEFAULTS = {'shape': [128, 416]}
-
-
-def _load_resume(path, expect):
-    """Runs of an earlier ``--out`` file, keyed by seed; {} if none."""
-    if not osp.isfile(path):
-        return {}
-    with open(path) as f:
-        old = json.load(f)
-    for key in _RESUME_KEYS:
-        have = old.get(key, _RESUME_DEFAULTS.get(key))
-        if have != expect[key]:
-            raise SystemExit(
-                f'{path}: cannot resume, its {key}={have!r} but '
-                f'this run has {key}={expect[key]!r}')
-    return {r['seed']: r for r in old['runs']}
 
 
 def _timed(fn, *a, **kw):
@@ -296,18 +281,14 @@ def main():
                 num_images=args.num_images, pgd_steps=args.pgd_steps,
                 test_images=args.test_images, heldout=args.heldout,
                 shape=[h, w])
-    done = _load_resume(out, head) if args.resume else {}
+    done = load_resume(out, head, _RESUME_KEYS) if args.resume else {}
     t0 = time.perf_counter()
     runs = []
 
     def write(partial):
-        report = dict(head, partial=partial,
-                      wall_s=round(time.perf_counter() - t0, 1), runs=runs,
-                      summary=summarise(runs, ARMS))
-        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-        with open(out, 'w') as f:
-            f.write(json.dumps(report, indent=1))
-        return report
+        return write_report(out, dict(
+            head, partial=partial, wall_s=round(time.perf_counter() - t0, 1),
+            runs=runs, summary=summarise(runs, ARMS)))
 
     for seed in args.seeds:
         wd = osp.join(args.work_dir, tag, f'seed{seed}')

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 import time
@@ -42,7 +41,13 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from detection_study import _prepare, _prune_hook, run_post  # noqa: E402
-from study_common import CLASSES, summarise, train_data_root  # noqa: E402
+from study_common import (  # noqa: E402
+    CLASSES,
+    load_resume,
+    summarise,
+    train_data_root,
+    write_report,
+)
 
 import mmprune  # noqa: E402,F401
 
@@ -50,6 +55,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
 #: KITTI's 2D overlap for a true positive, per class.
 KITTI_IOU = {'Car': 0.7, 'Pedestrian': 0.5, 'Cyclist': 0.5}
+#: Settings a resumed probe must share with the file it resumes.
+_RESUME_KEYS = ('psi', 'epochs', 'freeze', 'heldout', 'test_images',
+                'score_thr', 'num_images', 'shape')
 
 
 def _median(vals):
@@ -158,33 +166,16 @@ def main():
                 test_images=args.test_images, score_thr=args.score_thr,
                 num_images=args.num_images, shape=list(args.shape),
                 kitti_iou=KITTI_IOU)
-    done = {}
-    if args.resume and osp.isfile(out):
-        with open(out) as f:
-            old = json.load(f)
-        for key in ('psi', 'epochs', 'freeze', 'heldout', 'test_images',
-                    'score_thr', 'num_images', 'shape'):
-            # Files from before num_images and shape were written ran
-            # with their defaults.
-            have = old.get(key, dict(num_images=240,
-                                     shape=[128, 416]).get(key))
-            if have != head[key]:
-                raise SystemExit(f'{out}: cannot resume, its {key}='
-                                 f'{have!r} but this run has '
-                                 f'{key}={head[key]!r}')
-        done = {r['seed']: r for r in old['runs']}
+    done = load_resume(out, head, _RESUME_KEYS) if args.resume else {}
     arms = ['dense'] + [f'post_l1_ft{n}' for n in lengths]
     t0 = time.perf_counter()
     runs = []
 
     def write(partial):
-        report = dict(head, finetune_epochs=lengths, partial=partial,
-                      wall_s=round(time.perf_counter() - t0, 1), runs=runs,
-                      summary=summarise(runs, arms))
-        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-        with open(out, 'w') as f:
-            f.write(json.dumps(report, indent=1))
-        return report
+        return write_report(out, dict(
+            head, finetune_epochs=lengths, partial=partial,
+            wall_s=round(time.perf_counter() - t0, 1), runs=runs,
+            summary=summarise(runs, arms)))
 
     for seed in args.seeds:
         wd = osp.join(args.work_dir, 'clean', f'seed{seed}')

@@ -13,10 +13,13 @@
 * `set_input_size`: the frame every pipeline resizes and pads to.
 * `train_data_root`: where the studies' training frames are generated.
 * `drop_val_loop`: no validation during a study's training runs.
+* `load_resume` / `write_report`: the ``--resume`` check and the JSON
+  rewritten after every arm.
 """
 from __future__ import annotations
 
 import copy
+import json
 import os
 import os.path as osp
 import statistics
@@ -192,3 +195,35 @@ def summarise(runs: List[dict], arms: Sequence[str]) -> Dict[str, dict]:
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
         out[arm] = {k: mean_std((r[k] for r in rows), 3) for k in keys}
     return out
+
+
+#: What a results file written before a key existed ran with.
+RESUME_DEFAULTS = {'shape': [128, 416], 'num_images': 240}
+
+
+def load_resume(path: str, expect: dict,
+                keys: Sequence[str]) -> Dict[int, dict]:
+    """Runs of an earlier results file, keyed by seed; {} if none.
+
+    SystemExit naming the key if the file's ``keys`` differ from
+    ``expect``'s (a key the file lacks counts as `RESUME_DEFAULTS`).
+    """
+    if not osp.isfile(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    for key in keys:
+        have = old.get(key, RESUME_DEFAULTS.get(key))
+        if have != expect[key]:
+            raise SystemExit(
+                f'{path}: cannot resume, its {key}={have!r} but '
+                f'this run has {key}={expect[key]!r}')
+    return {r['seed']: r for r in old['runs']}
+
+
+def write_report(path: str, report: dict) -> dict:
+    """Write ``report`` as JSON to ``path`` (folders made); return it."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(json.dumps(report, indent=1))
+    return report
