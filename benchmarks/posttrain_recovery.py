@@ -152,6 +152,7 @@ def main():
         args.seeds, args.num_images = args.seeds[:1], 24
     args.epochs = 2 if args.quick else None
     args.fastat, args.pgd_steps = False, 0
+    args.input_size = tuple(args.shape)  # the study's default frame
     args.data_root = train_data_root(args.work_dir, args.num_images,
                                      args.shape)
     prune_cfg = _prepare(args.prune_config, args, 0, args.work_dir,

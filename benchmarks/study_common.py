@@ -198,7 +198,8 @@ def summarise(runs: List[dict], arms: Sequence[str]) -> Dict[str, dict]:
 
 
 #: What a results file written before a key existed ran with.
-RESUME_DEFAULTS = {'shape': [128, 416], 'num_images': 240}
+RESUME_DEFAULTS = {'shape': [128, 416], 'num_images': 240,
+                   'input_size': [128, 416]}
 
 
 def load_resume(path: str, expect: dict,

@@ -180,3 +180,52 @@ def test_finetune_cfg_shifts_and_stretches_the_post_freeze_schedule():
     assert [s.milestones for s in late.param_scheduler] == [[]]
     with pytest.raises(ValueError, match='length=0'):
         finetune_cfg(cfg, 8, 0)
+
+
+def test_a_smaller_input_size_keeps_the_labels_frame(tmp_path):
+    """--input-size 64 208 on 128 x 416 data: the net sees half-size frames
+    and boxes, and the test pipeline records the factor that scores its
+    boxes back in the labels' frame (where KITTI's 25-px limit applies)."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    import mmprune  # noqa: F401
+    from mmprune.datasets.synthetic_kitti import make_synthetic_kitti
+    init_default_scope('mmdet')
+    ids = make_synthetic_kitti(str(tmp_path), num_images=2,
+                               img_size=(128, 416))
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo',
+                                   'centernet_dla34_kitti_demo.py'))
+    set_input_size(cfg, (64, 208))
+    train = cfg.train_dataloader.dataset.copy()
+    train.data_root = str(tmp_path)
+    # Without the random affine and flip, the boxes are only resized.
+    train.pipeline = [t for t in train.pipeline
+                      if t['type'] not in ('RandomAffine', 'RandomFlip')]
+    ds = DATASETS.build(train)
+    item = ds[0]
+    assert tuple(item['inputs'].shape) == (3, 64, 208)
+    # The label file's 2D boxes (columns 4..7) of the frame's classes,
+    # halved by hand.
+    name = osp.basename(ds.get_data_info(0)['img_path']).split('.')[0]
+    assert name in ids
+    classes = ds.metainfo['classes']
+    want = []
+    with open(osp.join(tmp_path, 'training', 'label_2', f'{name}.txt')) as f:
+        for line in f:
+            tok = line.split()
+            if tok[0] in classes:
+                want.append([float(v) / 2 for v in tok[4:8]])
+    got = item['data_samples'].gt_instances.bboxes.tensor.tolist()
+    assert len(got) == len(want) > 0
+    for g, w in zip(sorted(got), sorted(want)):
+        assert g == pytest.approx(w, abs=1e-3)
+
+    test = cfg.test_dataloader.dataset.copy()
+    test.data_root = str(tmp_path)
+    (tmp_path / 'all.txt').write_text('\n'.join(ids) + '\n')
+    test.ann_file = 'all.txt'
+    meta = DATASETS.build(test)[0]['data_samples'].metainfo
+    assert tuple(meta['ori_shape']) == (128, 416)
+    assert tuple(meta['img_shape']) == (64, 208)
+    assert tuple(meta['scale_factor']) == pytest.approx((0.5, 0.5))
