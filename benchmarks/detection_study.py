@@ -174,10 +174,26 @@ def run_intrain(args, seed, wd):
     return res, cfg
 
 
+def trace_input(cfg, h, w):
+    """A zero batch ``(1, 3, H', W')`` and its sample for an h x w frame.
+
+    H', W' are h, w padded up to the data preprocessor's
+    ``pad_size_divisor``, as every batch the net sees is (DLA needs
+    multiples of 32: 64 x 208 runs as 64 x 224).
+    """
+    from mmdet.structures import DetDataSample
+    div = int(cfg.model.get('data_preprocessor', {}).get(
+        'pad_size_divisor', 1))
+    ph, pw = -(-h // div) * div, -(-w // div) * div
+    sample = DetDataSample(metainfo=dict(
+        img_shape=(h, w), pad_shape=(ph, pw), batch_input_shape=(ph, pw),
+        ori_shape=(h, w), scale_factor=(1.0, 1.0)))
+    return torch.zeros(1, 3, ph, pw), sample
+
+
 def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
              freeze, max_layer_ratio=1.0, length=None):
     from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
     from mmengine.registry import init_default_scope
 
     from mmprune.engine.posttrain import prune_post_train
@@ -188,20 +204,12 @@ def run_post(args, seed, wd, dense_ckpt, prune_cfg, psi, importance,
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model = MODELS.build(cfg.model)
     load_checkpoint(model, dense_ckpt, map_location='cpu')
-    h, w = args.input_size
-    # The batch the net sees: the preprocessor pads it to its divisor
-    # (DLA needs multiples of 32; 64 x 208 trains as 64 x 224).
-    div = int(cfg.model.get('data_preprocessor', {}).get(
-        'pad_size_divisor', 1))
-    ph, pw = -(-h // div) * div, -(-w // div) * div
-    sample = DetDataSample(metainfo=dict(
-        img_shape=(h, w), pad_shape=(ph, pw), batch_input_shape=(ph, pw),
-        ori_shape=(h, w), scale_factor=(1.0, 1.0)))
+    inputs, sample = trace_input(cfg, *args.input_size)
     model.eval()
     # Exact channel counts: Torch-Pruning's global ranking with round_to=16
     # jumps over the MACs band on this model, and exact counts can only
     # help the baseline at equal MACs.
-    info = prune_post_train(model, torch.zeros(1, 3, ph, pw), [sample], psi,
+    info = prune_post_train(model, inputs, [sample], psi,
                             importance=importance, channel_multiple=1,
                             max_layer_ratio=max_layer_ratio)
     model.train()

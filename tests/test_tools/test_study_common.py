@@ -229,3 +229,27 @@ def test_a_smaller_input_size_keeps_the_labels_frame(tmp_path):
     assert tuple(meta['ori_shape']) == (128, 416)
     assert tuple(meta['img_shape']) == (64, 208)
     assert tuple(meta['scale_factor']) == pytest.approx((0.5, 0.5))
+
+
+def test_post_train_trace_pads_like_the_preprocessor():
+    """A 64 x 208 frame is traced as 64 x 224, the batch the data
+    preprocessor (pad_size_divisor 32) gives the net; DLA itself refuses
+    the unpadded 64 x 208."""
+    import torch
+    from detection_study import trace_input
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    import mmprune  # noqa: F401
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo',
+                                   'centernet_dla34_kitti_demo.py'))
+    model = MODELS.build(cfg.model).eval()
+    inputs, sample = trace_input(cfg, 64, 208)
+    assert tuple(inputs.shape) == (1, 3, 64, 224)
+    assert sample.metainfo['batch_input_shape'] == (64, 224)
+    assert sample.metainfo['img_shape'] == (64, 208)
+    with torch.no_grad():
+        model(inputs, [sample], mode='tensor')
+        with pytest.raises(ValueError, match='multiples of 32'):
+            model.backbone(torch.zeros(1, 3, 64, 208))
