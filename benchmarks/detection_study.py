@@ -63,6 +63,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from robustness_study import _ADV_LOOPS, _shorten  # noqa: E402
 from study_common import (  # noqa: E402
+    CLASSES,
     drop_val_loop,
     finetune_cfg,
     heldout_test_set,
@@ -81,7 +82,6 @@ from mmprune.engine.adversarial import apply_attack_option  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = osp.join(ROOT, 'configs', 'demo')
-CLASSES = ('Car', 'Pedestrian', 'Cyclist')
 ARMS = ('dense', 'intrain', 'post_l1', 'post_bn', 'post_l1_floor',
         'post_bn_floor')
 #: The arms a plain run compares (the floor arms are opt-in: --arms).
